@@ -1,0 +1,55 @@
+"""Train a model from a YAML config.
+
+    python scripts/train.py CONFIG -d cpu|cuda [-wb] [--debug] [--dry_run] [--opt key.sub=value ...]
+    torchrun --nproc_per_node=N scripts/train.py CONFIG -d cuda      # DistributedDataParallel
+
+The experiment name is the config file's name; results go to ``<ckpt_dir>/<exp>/``.
+Training resumes from the experiment's latest checkpoint unless ``--no-auto-resume``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from src.trainer import build_trainer  # noqa: E402
+from src.utils import dist  # noqa: E402
+from src.utils.config import load_config  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="path to a YAML config (its _base_ files are resolved)")
+    p.add_argument("-d", "--device", default="cuda", help="cpu, cuda or cuda:N (default cuda)")
+    p.add_argument("-wb", "--use_wandb", action="store_true", help="log to Weights & Biases (offline without a key)")
+    p.add_argument("--debug", action="store_true", help="debug logging, log every iteration")
+    p.add_argument("--dry_run", action="store_true", help="build everything and run one step; write nothing")
+    p.add_argument("--opt", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides (YAML values)")
+    p.add_argument("--exp_name", default=None, help="experiment name (default: the config file's name)")
+    p.add_argument("--no-auto-resume", dest="auto_resume", action="store_false",
+                   help="start from scratch even if checkpoints of this experiment exist")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"error: device {args.device!r} requested but CUDA is not available; use -d cpu", file=sys.stderr)
+        return 2
+    cfg = load_config(args.config, args.opt)
+    exp = args.exp_name or Path(args.config).stem
+    trainer = build_trainer(cfg, exp_name=exp, device=args.device, use_wandb=args.use_wandb, debug=args.debug,
+                            auto_resume=args.auto_resume, dry_run=args.dry_run)
+    try:
+        trainer.train()
+    finally:
+        dist.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,322 @@
+"""The training loop shared by every trainer (nanoGPT-style: it reads top to bottom).
+
+A trainer subclass supplies four things:
+
+* ``build_model()``       -> the ``nn.Module`` being trained (saved as ``comp_model``)
+* ``build_optimizers()``  -> ``{name: optimizer}`` (schedules come from ``optim.<name>_scheduler``)
+* ``train_step(batch, it)`` -> ``{name: float}`` of logged scalars; it does its own
+  backward passes through :meth:`optimize`, so the order of G/D/aux updates is visible
+* ``validate(it)``        -> ``{name: float}`` (optional; runs every ``eval_step``)
+
+The base owns everything else: devices and DDP, data, seeds, lr schedules, logging,
+checkpoints (atomic, keep policy, auto-resume, loading a previous step), signals.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterable, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from src.data.datasets import build_dataset, collate_images
+from src.data.sampler import ResumableSampler
+from src.utils import dist
+from src.utils.checkpoint import (atomic_torch_save, checkpoint_path, latest_checkpoint, load_file,
+                                  load_model_state, parse_iter_tag, prune_checkpoints, rng_state, set_rng_state)
+from src.utils.config import Config, save_config
+from src.utils.image_io import save_rgb
+from src.utils.logger import WandbLogger, setup_logging
+from src.trainer.optim import build_scheduler, set_lr
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or infinite; the step was not applied."""
+
+
+class BaseTrainer:
+    def __init__(self, cfg: Config, exp_name: str, device: str = "cpu", use_wandb: bool = False,
+                 debug: bool = False, auto_resume: bool = True, dry_run: bool = False):
+        self.cfg = cfg
+        self.exp_name = exp_name
+        self.debug = debug
+        self.dry_run = dry_run
+        self.device = dist.init_distributed(device)
+        self.is_main = dist.is_main_process()
+        self.exp_dir = Path(cfg.get("ckpt_dir", "./checkpoint")) / exp_name
+        setup_logging(None if dry_run else self.exp_dir / "train.log", debug, self.is_main)
+        torch.manual_seed(int(cfg.get("seed", 0)) + dist.rank())
+
+        self.model = self.build_model().to(self.device)
+        self.net = self._wrap_ddp(self.model)
+        self.optimizers = self.build_optimizers()
+        self.schedulers = {name: build_scheduler(opt, cfg.optim.get(f"{name}_scheduler"),
+                                                 cfg.optim.get("warmup_iter", 0) if name == "g" else 0)
+                           for name, opt in self.optimizers.items()}
+        amp = bool(cfg.get("amp", False)) and self.device.type == "cuda"
+        self.scalers = {name: torch.amp.GradScaler("cuda", enabled=amp) for name in self.optimizers}
+        self.amp_dtype = torch.bfloat16 if cfg.get("amp_dtype", "bf16") == "bf16" else torch.float16
+        self.amp = amp
+
+        self.start_iter = 0
+        self._stop_signal: Optional[int] = None
+        resumed = auto_resume and not dry_run and self._resume()
+        if not resumed and cfg.get("load_checkpoint"):
+            self._load_previous_step(cfg.load_checkpoint)
+        self.train_loader = self._build_loader()
+        self.eval_dataset = self._build_eval_dataset()
+        self.wandb = WandbLogger(use_wandb and self.is_main and not dry_run, cfg.get("project_name", "dc_vic"),
+                                 exp_name, cfg.to_dict(), self.exp_dir / "wandb")
+        if self.is_main and not dry_run:
+            save_config(cfg, self.exp_dir / "config.yaml")
+        n_train = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        log.info("experiment %s: %s, %.2fM trainable parameters, device %s, world size %d, start iter %d",
+                 exp_name, type(self.model).__name__, n_train / 1e6, self.device, dist.world_size(), self.start_iter)
+
+    # ------------------------------------------------------------------ hooks
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def build_optimizers(self) -> Dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def train_step(self, batch: Dict[str, Any], it: int) -> Dict[str, float]:
+        raise NotImplementedError
+
+    def validate(self, it: int) -> Dict[str, float]:
+        return {}
+
+    def checkpoint_modules(self) -> Dict[str, nn.Module]:
+        """Modules saved in a checkpoint, by key (GAN trainers add ``discriminator``)."""
+        return {"comp_model": self.model}
+
+    # ---------------------------------------------------------------- the loop
+    def train(self) -> int:
+        """Run from ``start_iter`` to ``total_iter``; return the last completed iteration."""
+        cfg = self.cfg
+        total = 1 if self.dry_run else int(cfg.total_iter)
+        log_step = 1 if self.debug else int(cfg.get("log_step", 100))
+        eval_step, save_step = cfg.get("eval_step"), int(cfg.get("save_step", 5000))
+        it = self.start_iter
+        data_iter = iter(self.train_loader)
+        pbar = tqdm(total=total, initial=it, disable=not self.is_main, dynamic_ncols=True, mininterval=2.0,
+                    desc=self.exp_name)
+        data_time = step_time = 0.0
+        previous = self._install_signal_handlers()
+        try:
+            while it < total and self._stop_signal is None:
+                t0 = time.perf_counter()
+                batch = self._to_device(next(data_iter))
+                t1 = time.perf_counter()
+                self.model.train()
+                logs = self.train_step(batch, it)
+                for scheduler in self.schedulers.values():
+                    scheduler.step()
+                it += 1
+                t2 = time.perf_counter()
+                data_time, step_time = data_time + (t1 - t0), step_time + (t2 - t0)
+                pbar.update(1)
+                if it % log_step == 0 or it == total:
+                    logs["lr"] = self.optimizers["g"].param_groups[0]["lr"] if "g" in self.optimizers else 0.0
+                    logs["data_share"] = data_time / max(step_time, 1e-9)
+                    self._log(logs, it, pbar)
+                    data_time = step_time = 0.0
+                if eval_step and (it % int(eval_step) == 0 or it == total):
+                    self._run_validation(it)
+                if not self.dry_run and (it % save_step == 0 or it == total):
+                    self.save_checkpoint(it)
+        except NonFiniteLossError as e:
+            log.error("stopping at iteration %d: %s; the last good checkpoint is kept", it + 1, e)
+            raise
+        finally:
+            self._restore_signal_handlers(previous)
+            pbar.close()
+        if self._stop_signal is not None:
+            log.warning("received signal %d: saving iteration %d and exiting", self._stop_signal, it)
+            if not self.dry_run:
+                self.save_checkpoint(it)
+        self.wandb.finish()
+        return it
+
+    # ----------------------------------------------------------- step helpers
+    def autocast(self):
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    @staticmethod
+    def check_finite(terms: Dict[str, torch.Tensor]) -> None:
+        for name, value in terms.items():
+            if isinstance(value, torch.Tensor) and not torch.isfinite(value.detach()).all():
+                raise NonFiniteLossError(f"loss term '{name}' is {value.detach().float().mean().item()}")
+
+    def optimize(self, name: str, loss: torch.Tensor, params: Optional[Iterable[nn.Parameter]] = None,
+                 clip: Optional[float] = None) -> None:
+        """zero_grad -> backward -> (unscale, clip) -> step, for optimizer ``name``."""
+        opt, scaler = self.optimizers[name], self.scalers[name]
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if clip:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params if params is not None else
+                                           [p for g in opt.param_groups for p in g["params"]], clip)
+        scaler.step(opt)
+        scaler.update()
+
+    def save_samples(self, it: int, images: Dict[str, torch.Tensor]) -> None:
+        """Write ``{name: 3xHxW in [-1,1]}`` under ``samples/iter_<it>/`` and to wandb."""
+        if not self.is_main:
+            return
+        folder = self.exp_dir / "samples" / f"iter_{it}"
+        for name, img in images.items():
+            save_rgb(img, folder / f"{name}.png")
+        self.wandb.log_images({f"samples/{k}": (v.clamp(-1, 1) + 1).mul(127.5).byte().permute(1, 2, 0).cpu().numpy()
+                               for k, v in images.items()}, it)
+
+    # ------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, it: int) -> Optional[Path]:
+        if not self.is_main:
+            dist.barrier()
+            return None
+        state = {name: m.state_dict() for name, m in self.checkpoint_modules().items()}
+        state.update({
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
+            "iter": it, "rng": rng_state(), "config": self.cfg.to_dict(),
+        })
+        path = checkpoint_path(self.cfg.get("ckpt_dir", "./checkpoint"), self.exp_name, it)
+        atomic_torch_save(state, path)
+        prune_checkpoints(self.cfg.get("ckpt_dir", "./checkpoint"), self.exp_name, self.cfg.get("keep_step", []),
+                          self.cfg.get("keep_every"), newest=it)
+        log.info("saved %s", path)
+        dist.barrier()
+        return path
+
+    def _resume(self) -> bool:
+        path = latest_checkpoint(self.cfg.get("ckpt_dir", "./checkpoint"), self.exp_name)
+        if path is None:
+            return False
+        ckpt = load_file(path, map_location="cpu")
+        for name, module in self.checkpoint_modules().items():
+            load_model_state(module, ckpt[name], strict=True, source=f"{path}:{name}")
+        for group in ("optimizers", "schedulers", "scalers"):
+            for k, obj in getattr(self, group).items():
+                if k in ckpt.get(group, {}):
+                    obj.load_state_dict(ckpt[group][k])
+        set_rng_state(ckpt["rng"])
+        if dist.rank() > 0:
+            torch.manual_seed(int(self.cfg.get("seed", 0)) + dist.rank() + int(ckpt["iter"]))
+        self.start_iter = int(ckpt["iter"])
+        log.info("resumed from %s (iteration %d)", path, self.start_iter)
+        return True
+
+    def _load_previous_step(self, spec: dict) -> None:
+        """``load_checkpoint: {exp, iter, strict, load_optimizer, load_scheduler, load_discriminator, new_g_lr}``."""
+        ckpt_dir = self.cfg.get("ckpt_dir", "./checkpoint")
+        it = parse_iter_tag(spec["iter"]) if spec.get("iter") is not None else None
+        if it is None:
+            path = latest_checkpoint(ckpt_dir, spec["exp"])
+            if path is None:
+                raise FileNotFoundError(f"load_checkpoint: no checkpoint of experiment {spec['exp']!r} under "
+                                        f"{Path(ckpt_dir) / spec['exp'] / 'model'}")
+        else:
+            path = checkpoint_path(ckpt_dir, spec["exp"], it)
+        ckpt = load_file(path, map_location="cpu")
+        strict = bool(spec.get("strict", True))
+        load_model_state(self.model, ckpt["comp_model"], strict=strict, source=str(path))
+        modules = self.checkpoint_modules()
+        if spec.get("load_discriminator") and "discriminator" in modules:
+            load_model_state(modules["discriminator"], ckpt["discriminator"], strict=strict, source=f"{path}:D")
+        if spec.get("load_optimizer"):
+            for k, opt in self.optimizers.items():
+                if k in ckpt.get("optimizers", {}):
+                    opt.load_state_dict(ckpt["optimizers"][k])
+        if spec.get("load_scheduler"):
+            for k, sch in self.schedulers.items():
+                if k in ckpt.get("schedulers", {}):
+                    sch.load_state_dict(ckpt["schedulers"][k])
+        if spec.get("new_g_lr") is not None and "g" in self.optimizers:
+            set_lr(self.optimizers["g"], float(spec["new_g_lr"]))
+            self.schedulers["g"].base_lrs = [float(spec["new_g_lr"])] * len(self.schedulers["g"].base_lrs)
+        log.info("loaded %s from %s (strict=%s)", spec["exp"], path, strict)
+
+    # ------------------------------------------------------------------ data
+    def _build_loader(self) -> DataLoader:
+        dcfg = self.cfg.dataset
+        dataset = build_dataset(dcfg.train_dataset, train=True)
+        batch = int(dcfg.batch_size)
+        sampler = ResumableSampler(len(dataset), seed=int(self.cfg.get("seed", 0)),
+                                   start_position=self.start_iter * batch * dist.world_size(),
+                                   rank=dist.rank(), world_size=dist.world_size())
+        workers = int(dcfg.get("num_workers", 0))
+        g = torch.Generator()
+        g.manual_seed(int(self.cfg.get("seed", 0)))
+        return DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=True,
+                          collate_fn=collate_images, pin_memory=self.device.type == "cuda", generator=g,
+                          persistent_workers=workers > 0)
+
+    def _build_eval_dataset(self):
+        ecfg = self.cfg.dataset.get("eval_dataset")
+        if not ecfg or not self.cfg.get("eval_step"):
+            return None
+        return build_dataset(ecfg, train=False)
+
+    def _to_device(self, batch: Dict[str, Any]) -> Dict[str, Any]:
+        return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                for k, v in batch.items()}
+
+    # -------------------------------------------------------------- internals
+    def _wrap_ddp(self, model: nn.Module) -> nn.Module:
+        if not dist.is_distributed():
+            return model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids,
+                                                   find_unused_parameters=bool(self.cfg.get("ddp_find_unused", True)))
+
+    def _run_validation(self, it: int) -> None:
+        if not self.is_main or self.eval_dataset is None:
+            dist.barrier()
+            return
+        self.model.eval()
+        with torch.no_grad():
+            metrics = self.validate(it)
+        self.model.train()
+        if metrics:
+            log.info("validation @%d: %s", it, "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+            self.wandb.log({f"val/{k}": v for k, v in metrics.items()}, it)
+        dist.barrier()
+
+    def _log(self, logs: Dict[str, float], it: int, pbar) -> None:
+        if not self.is_main:
+            return
+        clean = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
+        pbar.set_postfix({k: f"{v:.4g}" for k, v in list(clean.items())[:4]})
+        log.info("iter %d: %s", it, "  ".join(f"{k} {v:.4g}" for k, v in clean.items()))
+        self.wandb.log({f"train/{k}": v for k, v in clean.items()}, it)
+
+    def _install_signal_handlers(self):
+        def handler(signum, frame):
+            self._stop_signal = signum
+
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread
+                pass
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous) -> None:
+        for sig, h in previous.items():
+            signal.signal(sig, h)

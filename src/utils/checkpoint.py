@@ -1,0 +1,146 @@
+"""Checkpoints: atomic writes, a keep policy, auto-resume and step-to-step loading.
+
+Layout (the reference implementation's, so its commands keep working)::
+
+    checkpoint/<exp>/config.yaml                      resolved config of the run
+    checkpoint/<exp>/model/comp_model_iter<N>.pth.tar  one file per saved iteration
+
+Each file is a dict: ``comp_model`` (the model's state dict, as in the released
+DC-VIC checkpoints), optionally ``discriminator``, ``optimizers``, ``schedulers``,
+``scaler``, ``iter`` (iterations completed), ``rng`` and ``config``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+CKPT_RE = re.compile(r"^comp_model_iter(\d+)(K?)\.pth\.tar$")
+
+
+def iter_tag(it: int) -> str:
+    """``500000 -> '500K'``, ``1234 -> '1234'`` (the reference's file naming)."""
+    return f"{it // 1000}K" if it % 1000 == 0 and it > 0 else str(it)
+
+
+def parse_iter_tag(tag: str) -> int:
+    tag = str(tag)
+    return int(tag[:-1]) * 1000 if tag.upper().endswith("K") else int(tag)
+
+
+def checkpoint_path(ckpt_dir: os.PathLike, exp: str, it: int) -> Path:
+    return Path(ckpt_dir) / exp / "model" / f"comp_model_iter{iter_tag(it)}.pth.tar"
+
+
+def list_checkpoints(ckpt_dir: os.PathLike, exp: str) -> Dict[int, Path]:
+    """Iteration -> path of every complete checkpoint file of ``exp``."""
+    folder = Path(ckpt_dir) / exp / "model"
+    found = {}
+    if folder.is_dir():
+        for p in folder.iterdir():
+            m = CKPT_RE.match(p.name)
+            if m:
+                found[int(m.group(1)) * (1000 if m.group(2) else 1)] = p
+    return dict(sorted(found.items()))
+
+
+def latest_checkpoint(ckpt_dir: os.PathLike, exp: str) -> Optional[Path]:
+    found = list_checkpoints(ckpt_dir, exp)
+    return found[max(found)] if found else None
+
+
+def atomic_torch_save(obj: Any, path: os.PathLike) -> None:
+    """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``.
+
+    A crash or a full disk during the write leaves any previous file at ``path`` intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def rng_state() -> Dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def prune_checkpoints(ckpt_dir: os.PathLike, exp: str, keep_iters: Iterable[int], keep_every: Optional[int],
+                      newest: int) -> List[Path]:
+    """Delete checkpoints that are neither the newest, listed in ``keep_iters`` nor a multiple of ``keep_every``."""
+    keep = set(keep_iters or [])
+    removed = []
+    for it, path in list_checkpoints(ckpt_dir, exp).items():
+        if it == newest or it in keep or (keep_every and it % keep_every == 0):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def load_file(path: os.PathLike, map_location: str = "cpu") -> Dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # corrupt or partial file
+        raise RuntimeError(f"cannot read checkpoint {path}: {e}") from e
+
+
+def model_state_from_file(path: os.PathLike) -> Dict[str, torch.Tensor]:
+    """The model's state dict from a training checkpoint or a released ``.pth.tar``."""
+    ckpt = load_file(path)
+    for key in ("comp_model", "model", "state_dict"):
+        if isinstance(ckpt, dict) and key in ckpt and isinstance(ckpt[key], dict):
+            return ckpt[key]
+    if isinstance(ckpt, dict) and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        return ckpt
+    raise KeyError(f"{path}: no model state dict found (looked for keys comp_model, model, state_dict)")
+
+
+def load_model_state(model: torch.nn.Module, state: Dict[str, torch.Tensor], strict: bool = True,
+                     source: str = "") -> None:
+    """``load_state_dict`` with a readable report of missing / unexpected keys."""
+    result = model.load_state_dict(state, strict=False)
+    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    if strict and (missing or unexpected):
+        raise RuntimeError(f"strict load of {source or 'state dict'} failed: {len(missing)} missing keys "
+                           f"{missing[:8]}{'...' if len(missing) > 8 else ''}, {len(unexpected)} unexpected keys "
+                           f"{unexpected[:8]}{'...' if len(unexpected) > 8 else ''}")
+    if missing or unexpected:
+        log.warning("non-strict load of %s: %d missing keys, %d unexpected keys", source or "state dict",
+                    len(missing), len(unexpected))

@@ -1,0 +1,91 @@
+"""Reading and writing images robustly (Pillow).
+
+:func:`load_rgb` turns whatever a folder holds into an 8-bit RGB array or raises
+:class:`ImageReadError` with the file name and the reason: greyscale, greyscale+alpha,
+RGBA, palette, CMYK and 16-bit images are converted; EXIF orientation is applied;
+unreadable, truncated, empty or non-image files are refused.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
+
+PathLike = Union[str, os.PathLike]
+
+
+class ImageReadError(IOError):
+    """An image file that cannot be decoded into RGB pixels."""
+
+
+def is_image_file(path: PathLike) -> bool:
+    return str(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit greyscale: scale the full integer range down to 8 bits.
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if arr.max() > 255 or img.mode.startswith("I;16") else 255.0
+        arr = np.clip(np.round(arr / peak * 255.0), 0, 255).astype(np.uint8)
+        img = Image.fromarray(arr, mode="L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("RGB")
+
+
+def load_rgb(path: PathLike) -> np.ndarray:
+    """Read ``path`` as an ``H x W x 3`` uint8 array (alpha composited on white)."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageReadError(f"{path}: empty file (0 bytes)")
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            rgb = _to_rgb(img)
+    except ImageReadError:
+        raise
+    except UnidentifiedImageError as e:
+        raise ImageReadError(f"{path}: not an image Pillow can read") from e
+    except (OSError, ValueError, SyntaxError) as e:
+        raise ImageReadError(f"{path}: cannot decode image ({e})") from e
+    arr = np.asarray(rgb, dtype=np.uint8)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ImageReadError(f"{path}: decoded to an unexpected shape {arr.shape}")
+    return arr
+
+
+def to_tensor(arr: np.ndarray) -> torch.Tensor:
+    """uint8 ``H x W x 3`` -> float ``3 x H x W`` in [-1, 1]."""
+    t = torch.from_numpy(np.array(arr, dtype=np.uint8, copy=True)).permute(2, 0, 1).float()
+    return t / 127.5 - 1.0
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float ``3 x H x W`` in [-1, 1] -> uint8 ``H x W x 3`` (rounded, clamped)."""
+    x = ((x.detach().float().cpu().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
+    return x.permute(1, 2, 0).numpy()
+
+
+def save_rgb(x: Union[torch.Tensor, np.ndarray], path: PathLike) -> None:
+    """Save a ``3 x H x W`` tensor in [-1, 1] or an ``H x W x 3`` uint8 array as an image."""
+    arr = to_uint8(x) if isinstance(x, torch.Tensor) else x
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def list_images(folder: PathLike):
+    """Sorted image files directly inside ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))

@@ -1,0 +1,104 @@
+import os
+
+import pytest
+import torch
+
+from src.trainer import NonFiniteLossError, build_trainer
+from src.utils.checkpoint import (atomic_torch_save, checkpoint_path, iter_tag, list_checkpoints,
+                                  model_state_from_file, parse_iter_tag, prune_checkpoints)
+from src.utils.config import load_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def demo_cfg(tmp_path, sample_dir, **extra):
+    overrides = [f"ckpt_dir={tmp_path / 'ckpt'}", f"dataset.train_dataset.root_dir={sample_dir}",
+                 "dataset.train_dataset.image_size=64", "model.N=8", "model.M=8", "eval_step=null",
+                 "log_step=1", "save_step=2", "total_iter=4"] + [f"{k}={v}" for k, v in extra.items()]
+    return load_config(os.path.join(ROOT, "config/quickstart/demo.yaml"), overrides)
+
+
+def params(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_iter_tags():
+    assert iter_tag(500000) == "500K" and iter_tag(1234) == "1234" and iter_tag(0) == "0"
+    assert parse_iter_tag("500K") == 500000 and parse_iter_tag(1234) == 1234
+
+
+def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pth.tar"
+    atomic_torch_save({"v": torch.ones(3)}, path)
+
+    def full_disk(obj, f, *a, **k):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        atomic_torch_save({"v": torch.zeros(3)}, path)
+    monkeypatch.undo()
+    assert torch.equal(torch.load(path)["v"], torch.ones(3))
+    assert os.listdir(tmp_path) == ["ckpt.pth.tar"]      # no temp file left behind
+
+
+def test_keep_policy(tmp_path):
+    for it in (2, 4, 6, 8, 10):
+        atomic_torch_save({"comp_model": {}}, checkpoint_path(tmp_path, "e", it))
+    prune_checkpoints(tmp_path, "e", keep_iters=[4], keep_every=6, newest=10)
+    assert sorted(list_checkpoints(tmp_path, "e")) == [4, 6, 10]
+
+
+def test_exact_resume_is_bit_identical(tmp_path, sample_dir):
+    straight = build_trainer(demo_cfg(tmp_path / "a", sample_dir), exp_name="run", device="cpu")
+    straight.train()
+    first = build_trainer(demo_cfg(tmp_path / "b", sample_dir, total_iter=2), exp_name="run", device="cpu")
+    assert first.train() == 2
+    resumed = build_trainer(demo_cfg(tmp_path / "b", sample_dir), exp_name="run", device="cpu")
+    assert resumed.start_iter == 2
+    assert resumed.train() == 4
+    a, b = params(straight.model), params(resumed.model)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]
+    # and training really changed the weights
+    fresh = build_trainer(demo_cfg(tmp_path / "c", sample_dir), exp_name="run", device="cpu")
+    assert not all(torch.equal(a[k], v) for k, v in params(fresh.model).items())
+    saved = model_state_from_file(tmp_path / "b" / "ckpt" / "run" / "model" / "comp_model_iter4.pth.tar")
+    assert all(torch.equal(saved[k], b[k]) for k in b)
+    assert (tmp_path / "b" / "ckpt" / "run" / "config.yaml").is_file()
+
+
+def test_load_checkpoint_section_starts_from_previous_step(tmp_path, sample_dir):
+    build_trainer(demo_cfg(tmp_path, sample_dir, total_iter=2), exp_name="step1", device="cpu").train()
+    cfg = demo_cfg(tmp_path, sample_dir, **{"load_checkpoint": "{exp: step1, iter: 2, strict: true, new_g_lr: 0.123}"})
+    nxt = build_trainer(cfg, exp_name="step2", device="cpu")
+    assert nxt.start_iter == 0
+    ref = model_state_from_file(checkpoint_path(tmp_path / "ckpt", "step1", 2))
+    assert all(torch.equal(v, ref[k]) for k, v in nxt.model.state_dict().items())
+    assert nxt.optimizers["g"].param_groups[0]["lr"] == pytest.approx(0.123)
+    bad = demo_cfg(tmp_path, sample_dir, **{"load_checkpoint": "{exp: nothing, iter: 2}"})
+    with pytest.raises(FileNotFoundError, match="nothing"):
+        build_trainer(bad, exp_name="step3", device="cpu")
+
+
+def test_nan_loss_names_the_term_and_keeps_last_checkpoint(tmp_path, sample_dir):
+    trainer = build_trainer(demo_cfg(tmp_path, sample_dir, total_iter=6), exp_name="nan", device="cpu")
+    forward = trainer.model.forward
+    calls = {"n": 0}
+
+    def poisoned(x):
+        out = forward(x)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            out["bpp"] = out["bpp"] * float("nan")
+        return out
+
+    trainer.net.forward = poisoned
+    good = params(trainer.model)
+    with pytest.raises(NonFiniteLossError, match="'bpp'"):
+        trainer.train()
+    assert sorted(list_checkpoints(tmp_path / "ckpt", "nan")) == [2]
+    saved = model_state_from_file(checkpoint_path(tmp_path / "ckpt", "nan", 2))
+    assert all(torch.isfinite(v).all() for v in saved.values() if v.is_floating_point())
+    assert any(not torch.equal(saved[k], good[k]) for k in good)
