@@ -1,0 +1,361 @@
+"""DC-VIC: dual-conditioned VQGAN-based image compression.
+
+Iwai, Miyazaki & Omachi, "Dual-Conditioned VQGAN-based Image Compression", IEEE Access 2024.
+A learned codec (ELIC transforms, Minnen 2020 hyperprior + ChARM) whose decoder predicts the
+indices of a frozen VQGAN f8 and fuses its own features into the VQGAN decoder::
+
+    x [-1,1] --VQGAN.encode (frozen)--> q (4, H/8), k (H/8)           (k never transmitted)
+    g_a(x, [q ; one_hot(k)], betas) = y (H/16) --h_a--> z (H/64)
+    z --EntropyBottleneck--> z_hat --h_s--> hyper_out --ChARM--> y_hat     (bitstream: z, y)
+    g_s(y_hat, betas) -> feat (H/8), {block_1_8, block_1_4, block_1_2}
+    feat --VQ estimator--> logits (256, H/8) --argmax--> codebook --post_quant_conv--> VQGAN
+    decoder with SFT fusion of the g_s features -> x_hat
+
+CompressAI contract: ``forward`` (rates from likelihoods), ``compress -> {"strings", "shape"}``,
+``decompress -> {"x_hat"}``, ``update()``, ``aux_loss()``. The entropy parameters (h_s, ChARM,
+CDFs) are computed on the CPU in float32 during compress/decompress, so a stream made on one
+device decodes on another. ``beta_cond=False`` is the unconditioned step-1-1 model.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from compressai.models.base import get_scale_table
+from compressai.models.utils import remap_old_keys, update_registered_buffers
+from torch import Tensor, nn
+
+# imported for their registrations in SUBNETS (g_a / g_s, estimator / fusion, entropy models)
+import src.models.codec.transforms  # noqa: F401
+import src.models.codec.vq_modules  # noqa: F401
+import src.models.entropy  # noqa: F401
+from src.utils.registry import MODELS, SUBNETS
+
+logger = logging.getLogger(__name__)
+ENC_VQ_INPUTS = ("onehot_indices", "norm_indices")
+
+
+def bits_per_pixel(likelihoods: Tensor, num_pixels: int) -> Tensor:
+    """Per-sample bits per pixel, ``-sum(log2 p) / num_pixels`` -> (B,)."""
+    return -torch.log2(likelihoods).flatten(1).sum(dim=1) / num_pixels
+
+
+def _location(m: nn.Module) -> Tuple[torch.device, torch.dtype]:
+    """Device and floating dtype of a module's tensors (CPU float32 when it has none)."""
+    tensors = [t for t in list(m.parameters()) + list(m.buffers()) if t.is_floating_point()]
+    return (tensors[0].device, tensors[0].dtype) if tensors else (torch.device("cpu"), torch.float32)
+
+
+def _window_starts(n: int, win: int, step: int) -> List[int]:
+    """Starts of windows of ``win`` covering ``n`` every ``step``, the last flush with the end."""
+    return [0] if n <= win else list(range(0, n - win, step)) + [n - win]
+
+
+def _keep_range(start: int, starts: List[int], step: int, n: int) -> Tuple[int, int]:
+    """Part of the window at ``start`` kept in the output (see ``DCVIC.decode_split``)."""
+    lo = start + step // 2 if start > 0 else 0
+    hi = start + step // 2 + step if start != starts[-1] else n
+    return lo, hi
+
+
+class DCVIC(nn.Module):
+    """The codec, composed of already built subnetworks (see ``build_dcvic_from_config``).
+
+    Attribute names are those of the reference model, so that its ``comp_model`` state dicts
+    (``encoder.*``, ``decoder.*``, ``hyperencoder.*``, ``hyperdecoder.*``, ``context_model.*``,
+    ``entropy_model_z.*``, ``entropy_model_y.*``, ``vq_estimator.*``, ``fusion_module.*``,
+    ``vq_model.*``) load strictly. The VQGAN is frozen and left out of
+    :meth:`trainable_parameters`.
+    """
+
+    def __init__(self, *, encoder: nn.Module, decoder: nn.Module, hyperencoder: nn.Module,
+                 hyperdecoder: nn.Module, context_model: nn.Module, entropy_model_z: nn.Module,
+                 entropy_model_y: nn.Module, vq_estimator: nn.Module, fusion_module: nn.Module,
+                 vq_model: nn.Module, beta_cond: bool = True,
+                 enc_vq_input: str = "onehot_indices",
+                 selected_beta_rate: Optional[Sequence[float]] = None,
+                 selected_beta_vq: Optional[Sequence[float]] = None,
+                 split_threshold: int = 1024):
+        super().__init__()
+        if enc_vq_input not in ENC_VQ_INPUTS:
+            raise ValueError(f"enc_vq_input must be one of {ENC_VQ_INPUTS}, got {enc_vq_input!r}")
+        self.encoder, self.decoder = encoder, decoder
+        self.hyperencoder, self.hyperdecoder = hyperencoder, hyperdecoder
+        self.context_model = context_model
+        self.entropy_model_z, self.entropy_model_y = entropy_model_z, entropy_model_y
+        self.vq_estimator, self.fusion_module = vq_estimator, fusion_module
+        self.vq_model = vq_model
+        self.vq_model.requires_grad_(False)
+        self.beta_cond = beta_cond
+        self.enc_vq_input = enc_vq_input
+        self.n_embed = int(vq_model.n_embed)
+        self.selected_beta_rate = list(selected_beta_rate) if selected_beta_rate else None
+        self.selected_beta_vq = list(selected_beta_vq) if selected_beta_vq else None
+        # eval: images with a side above split_threshold px are decoded in windows
+        self.split_threshold, self.split_window, self.split_stride = split_threshold, 512, 256
+
+    # -- helpers ------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.encoder.parameters()).device
+
+    def _betas(self, beta_rate, beta_vq) -> Tuple:
+        return (beta_rate, beta_vq) if self.beta_cond else (None, None)
+
+    def trainable_parameters(self) -> Iterator[Tuple[str, nn.Parameter]]:
+        """Named parameters for the main optimizer: not the VQGAN, not the bottleneck quantiles."""
+        for name, p in self.named_parameters():
+            if p.requires_grad and not name.startswith("vq_model.") and not name.endswith(".quantiles"):
+                yield name, p
+
+    def aux_parameters(self) -> Iterator[Tuple[str, nn.Parameter]]:
+        """Named ``quantiles`` of the entropy bottleneck, for the auxiliary optimizer."""
+        for name, p in self.named_parameters():
+            if name.endswith(".quantiles"):
+                yield name, p
+
+    def aux_loss(self) -> Tensor:
+        return self.entropy_model_z.loss()
+
+    def update(self, force: bool = False) -> bool:
+        """Build the CDF tables (after training / loading); True if anything changed."""
+        updated = self.entropy_model_z.update(force=force)
+        updated |= self.entropy_model_y.update_scale_table(get_scale_table(), force=force)
+        return updated
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Resizes the CDF buffers to the stored ones, then loads (CompressAI semantics)."""
+        state_dict = remap_old_keys("entropy_model_z", dict(state_dict))
+        for name, bufs in (("entropy_model_z", ["_quantized_cdf", "_offset", "_cdf_length"]),
+                           ("entropy_model_y", ["_quantized_cdf", "_offset", "_cdf_length",
+                                                "scale_table"])):
+            present = [b for b in bufs if f"{name}.{b}" in state_dict]
+            update_registered_buffers(getattr(self, name), name, present, state_dict, policy="resize")
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    @contextlib.contextmanager
+    def _entropy_on_cpu(self):
+        """Run h_s, ChARM and both entropy models on the CPU in float32, then move them back."""
+        mods = [self.hyperdecoder, self.context_model, self.entropy_model_z, self.entropy_model_y]
+        where = [_location(m) for m in mods]
+        try:
+            for m in mods:
+                m.to(device="cpu", dtype=torch.float32)
+            yield
+        finally:
+            for m, (dev, dt) in zip(mods, where):
+                m.to(device=dev, dtype=dt)
+
+    # -- encoder side -------------------------------------------------------------------------
+    @torch.no_grad()
+    def vq_encode(self, x: Tensor, vq_indices: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Frozen VQGAN -> (codebook latent (B, 4, H/8, W/8), indices (B, H/8, W/8)).
+
+        Cached ``vq_indices`` (e.g. stored with a validation set) skip the VQGAN encoder."""
+        if vq_indices is None:
+            vq_indices = self.vq_model.encode(x)[1]
+        vq_indices = vq_indices.to(x.device).long()
+        # exact codebook rows (the quantiser's straight-through output may differ by an ulp)
+        return self.vq_model.indices_to_latent(vq_indices), vq_indices
+
+    def _vq_feature(self, latent: Tensor, indices: Tensor) -> Tensor:
+        if self.enc_vq_input == "onehot_indices":
+            ind = F.one_hot(indices, self.n_embed).permute(0, 3, 1, 2).float()
+        else:
+            ind = (indices.float() / (self.n_embed - 1)).unsqueeze(1)
+        return torch.cat([latent, ind], dim=1).detach()
+
+    def encode(self, x: Tensor, beta_rate=None, beta_vq=None,
+               vq_indices: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """g_a: -> {"y", "vq_latent", "vq_indices"} (VQ ground truth from the frozen VQGAN)."""
+        latent, indices = self.vq_encode(x, vq_indices)
+        y = self.encoder(x, self._vq_feature(latent, indices), *self._betas(beta_rate, beta_vq))
+        return {"y": y, "vq_latent": latent, "vq_indices": indices}
+
+    def entropy(self, y: Tensor, training: Optional[bool] = None) -> Dict[str, object]:
+        """h_a, bottleneck, h_s and ChARM: -> y_hat, z_hat, likelihoods (and rounded ones)."""
+        training = self.training if training is None else training
+        z = self.hyperencoder(y)
+        z_hat, z_lik = self.entropy_model_z(z, training=training)
+        hyper_out = self.hyperdecoder(z_hat)
+        y_hat, y_lik, y_qlik = self.context_model(y, hyper_out, self.entropy_model_y,
+                                                  training=training, calc_q_likelihood=training)
+        if training:
+            with torch.no_grad():
+                z_qlik = self.entropy_model_z(z, training=False)[1]
+        else:
+            y_qlik, z_qlik = y_lik, z_lik
+        return {"y_hat": y_hat, "z_hat": z_hat, "likelihoods": {"y": y_lik, "z": z_lik},
+                "q_likelihoods": {"y": y_qlik, "z": z_qlik}}
+
+    # -- decoder side -------------------------------------------------------------------------
+    def decode(self, y_hat: Tensor, beta_rate=None, beta_vq=None,
+               fusion_w: float = 1.0) -> Dict[str, Tensor]:
+        """g_s -> VQ estimator -> argmax codes -> VQGAN decoder with SFT fusion."""
+        feat, cond_feats = self.decoder.get_feats(y_hat, *self._betas(beta_rate, beta_vq))
+        latent_hat, logits = self.vq_estimator(feat)
+        indices_hat = logits.argmax(dim=1)
+        z_q = self.vq_model.post_quant_conv(self.vq_model.indices_to_latent(indices_hat))
+        x_hat = self.fusion_module(z_q, cond_feats, self.vq_model.decoder, w=fusion_w)
+        return {"x_hat": x_hat, "vq_logits": logits, "vq_latent_hat": latent_hat,
+                "vq_indices_hat": indices_hat}
+
+    @torch.no_grad()
+    def decode_split(self, y_hat: Tensor, beta_rate=None, beta_vq=None, fusion_w: float = 1.0,
+                     window: int = 512, stride: int = 256) -> Tensor:
+        """Inference decoding of a large image in overlapping windows (pixels; y is H/16).
+
+        Each window (``window`` px, start every ``stride`` px, the last one flush with the
+        border) is decoded alone; of each, the part from ``stride/2`` past its start to
+        ``stride/2`` past the next start is kept (the whole border side for the first/last).
+        """
+        df = 16
+        win, step = window // df, stride // df
+        B, _, yh, yw = y_hat.shape
+        out = y_hat.new_zeros(B, 3, yh * df, yw * df)
+        tops, lefts = _window_starts(yh, win, step), _window_starts(yw, win, step)
+        for t in tops:
+            for l in lefts:
+                patch = y_hat[:, :, t:t + win, l:l + win]
+                x = self.decode(patch, beta_rate, beta_vq, fusion_w)["x_hat"]
+                y0, y1 = _keep_range(t, tops, step, yh)
+                x0, x1 = _keep_range(l, lefts, step, yw)
+                out[:, :, y0 * df:y1 * df, x0 * df:x1 * df] = \
+                    x[:, :, (y0 - t) * df:(y1 - t) * df, (x0 - l) * df:(x1 - l) * df]
+        return out
+
+    def _reconstruct(self, y_hat: Tensor, beta_rate, beta_vq, fusion_w: float) -> Dict[str, Tensor]:
+        """decode(), or decode_split() in eval mode for images larger than ``split_threshold``."""
+        if not self.training and max(y_hat.shape[-2:]) * 16 > self.split_threshold:
+            return {"x_hat": self.decode_split(y_hat, beta_rate, beta_vq, fusion_w,
+                                               self.split_window, self.split_stride)}
+        return self.decode(y_hat, beta_rate, beta_vq, fusion_w)
+
+    def forward(self, x: Tensor, beta_rate=None, beta_vq=None, vq_indices: Optional[Tensor] = None,
+                fusion_w: float = 1.0, fix_entropy_models: bool = False) -> Dict[str, object]:
+        """x (B, 3, H, W) in [-1, 1], H and W multiples of 64; betas: floats or (B,) tensors.
+
+        Returns x_hat (clamped to [-1, 1] in eval mode only), likelihoods {y, z} (noisy in
+        training), q_likelihoods (of the rounded latents), per-sample bpp / bpp_y / bpp_z from
+        ``likelihoods``, vq_logits, vq_latent_hat, vq_indices_hat, the VQGAN ground truth
+        vq_latent / vq_indices, y, y_hat, z_hat. ``fix_entropy_models`` runs g_a and the entropy
+        models without gradients (step 1-3). In eval mode, images with a side above
+        ``split_threshold`` are decoded in windows and the vq_* estimates are not returned.
+        """
+        B, _, H, W = x.shape
+        if H % 64 or W % 64:
+            raise ValueError(f"H and W must be multiples of 64 (pad first), got {H}x{W}")
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not fix_entropy_models):
+            enc = self.encode(x, beta_rate, beta_vq, vq_indices)
+            ent = self.entropy(enc["y"])
+        dec = self._reconstruct(ent["y_hat"], beta_rate, beta_vq, fusion_w)
+        if not self.training:
+            dec["x_hat"] = dec["x_hat"].clamp(-1.0, 1.0)
+        bpp_y = bits_per_pixel(ent["likelihoods"]["y"], H * W)
+        bpp_z = bits_per_pixel(ent["likelihoods"]["z"], H * W)
+        return {**dec, **ent, **enc, "bpp": bpp_y + bpp_z, "bpp_y": bpp_y, "bpp_z": bpp_z}
+
+    # -- bitstream ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def compress(self, x: Tensor, beta_rate=None, beta_vq=None,
+                 vq_indices: Optional[Tensor] = None) -> Dict[str, object]:
+        """-> {"strings": [z_strings, y_strings of slice 0, ..., slice S-1], "shape": z (h, w)};
+        each entry is a list with one ``bytes`` per sample."""
+        y = self.encode(x, beta_rate, beta_vq, vq_indices)["y"]
+        z = self.hyperencoder(y)
+        with self._entropy_on_cpu():
+            y, z = y.float().cpu(), z.float().cpu()
+            z_strings = self.entropy_model_z.compress(z)
+            z_hat = self.entropy_model_z.decompress(z_strings, z.shape[-2:])
+            hyper_out = self.hyperdecoder(z_hat)
+            y_strings, _ = self.context_model.compress(y, hyper_out, self.entropy_model_y)
+        return {"strings": [z_strings, *y_strings], "shape": tuple(z.shape[-2:])}
+
+    @torch.no_grad()
+    def decompress_latent(self, strings: Sequence[List[bytes]], shape: Sequence[int]) -> Tensor:
+        """Entropy decoding only (on the CPU): strings -> y_hat (on the CPU)."""
+        with self._entropy_on_cpu():
+            z_hat = self.entropy_model_z.decompress(list(strings[0]), tuple(shape))
+            hyper_out = self.hyperdecoder(z_hat)
+            return self.context_model.decompress(strings[1:], hyper_out, self.entropy_model_y)
+
+    @torch.no_grad()
+    def decompress(self, strings: Sequence[List[bytes]], shape: Sequence[int], beta_rate=None,
+                   beta_vq=None, fusion_w: float = 1.0) -> Dict[str, Tensor]:
+        """-> {"x_hat"} in [-1, 1] (padded size; the caller crops)."""
+        y_hat = self.decompress_latent(strings, shape).to(self.device)
+        x_hat = self._reconstruct(y_hat, beta_rate, beta_vq, fusion_w)["x_hat"]
+        return {"x_hat": x_hat.clamp(-1.0, 1.0)}
+
+
+# -- building from the reference config ---------------------------------------------------------
+MODEL_TYPES = {"HyperpriorCharmDualCondVicModel": True, "HyperpriorCharmVicModel": False}
+#: model-section keys that only the trainer reads (beta sampling); the model ignores them.
+TRAINER_KEYS = ("num_beta_levels", "fixed_beta_vq", "use_selected_beta_pairs", "gumbel_kwargs")
+#: published maxima, used when a config leaves max_beta_1/2 null (the reference base config does)
+DEFAULT_MAX_BETAS = {"max_beta_1": 3.0, "max_beta_2": 3.5}
+SUBNET_NAMES = ("encoder", "decoder", "hyperencoder", "hyperdecoder", "context_model",
+                "entropy_model_z", "entropy_model_y", "vq_estimator")
+
+
+def _strip_delete(cfg: Any) -> Any:
+    """Drop the config-merge marker ``_delete_`` at every level."""
+    if isinstance(cfg, Mapping):
+        return {k: _strip_delete(v) for k, v in cfg.items() if k != "_delete_"}
+    return cfg
+
+
+def build_dcvic_from_config(model_cfg: Mapping[str, Any], subnet_cfg: Mapping[str, Any],
+                            vq_ckpt_path: Optional[str] = None) -> DCVIC:
+    """Build DC-VIC from the reference config's ``model:`` and ``subnet:`` sections (plain dicts).
+
+    ``vq_ckpt_path`` overrides ``subnet.vq_model.ckpt_path`` (None there gives a random VQGAN,
+    with a warning). Subnet sections are built by type through ``SUBNETS``; the fusion module
+    section has no type in the reference and defaults to ``VqDecFusionModule``.
+    """
+    from src.models.vq.vqgan import build_pretrained_vq_model
+
+    model_cfg = dict(model_cfg)
+    mtype = model_cfg.pop("type", "HyperpriorCharmDualCondVicModel")
+    if mtype not in MODEL_TYPES:
+        raise KeyError(f"unknown DC-VIC model type {mtype!r}; known: {sorted(MODEL_TYPES)}")
+    beta_cond = MODEL_TYPES[mtype]
+    for key in TRAINER_KEYS:
+        model_cfg.pop(key, None)
+    for key in ("gumbel_sampling", "enc_input_vq_recon"):
+        if model_cfg.pop(key, False):
+            raise NotImplementedError(f"model.{key}=True is not supported "
+                                      "(the published models do not use it)")
+    sub = _strip_delete(copy.deepcopy(dict(subnet_cfg)))
+    missing = [k for k in SUBNET_NAMES + ("vq_model", "fusion_module") if k not in sub]
+    if missing:
+        raise KeyError(f"subnet config lacks {missing}")
+    if beta_cond:
+        for name in ("encoder", "decoder"):
+            for key, default in DEFAULT_MAX_BETAS.items():
+                if sub[name].get(key) is None:
+                    logger.warning("subnet.%s.%s is null; using the published %s", name, key, default)
+                    sub[name][key] = default
+    vq_cfg = dict(sub["vq_model"])
+    if vq_ckpt_path is not None:
+        vq_cfg["ckpt_path"] = vq_ckpt_path
+    vq_model = build_pretrained_vq_model(**vq_cfg)
+    subnets = {name: SUBNETS.build(sub[name]) for name in SUBNET_NAMES}
+    subnets["fusion_module"] = SUBNETS.build({"type": "VqDecFusionModule", **sub["fusion_module"]})
+    return DCVIC(**subnets, vq_model=vq_model, beta_cond=beta_cond, **model_cfg)
+
+
+def _model_factory(mtype: str):
+    def build(subnet: Mapping[str, Any], vq_ckpt_path: Optional[str] = None, **model_kwargs) -> DCVIC:
+        return build_dcvic_from_config({"type": mtype, **model_kwargs}, subnet, vq_ckpt_path)
+    build.__name__ = mtype
+    build.__doc__ = f"``MODELS.build(cfg['model'], subnet=cfg['subnet'])`` -> DC-VIC ({mtype})."
+    return build
+
+
+for _mtype in MODEL_TYPES:
+    MODELS.register(_mtype)(_model_factory(_mtype))

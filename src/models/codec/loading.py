@@ -1,0 +1,66 @@
+"""Build a codec from a config and load trained or released weights for inference."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from src.utils.checkpoint import load_model_state, model_state_from_file
+from src.utils.config import Config, load_config
+
+log = logging.getLogger(__name__)
+
+
+def build_codec(cfg: Config) -> nn.Module:
+    """The model of a config (``model`` + ``subnet`` sections for DC-VIC, ``model`` alone otherwise)."""
+    import src.models  # noqa: F401  (fills the registries)
+    from src.utils.registry import MODELS
+
+    model_cfg = cfg.model.to_dict()
+    if "subnet" in cfg:
+        return MODELS.build(model_cfg, subnet=cfg.subnet.to_dict())
+    return MODELS.build(model_cfg)
+
+
+def load_codec(config_path: str | os.PathLike, model_path: Optional[str | os.PathLike], device: str = "cpu",
+               overrides: Sequence[str] = (), strict: bool = True) -> tuple[nn.Module, Config]:
+    """Config + checkpoint (ours, or a released ``.pth.tar`` with ``comp_model``) -> eval-mode model.
+
+    ``model_path=None`` keeps the random initialisation (tests and smoke runs only).
+    The CDF tables are rebuilt on the CPU (``update(force=True)``) so every device codes alike.
+    """
+    cfg = load_config(config_path, list(overrides))
+    model = build_codec(cfg)
+    if model_path is not None:
+        state = model_state_from_file(model_path)
+        if hasattr(model, "vq_model") and not any(k.startswith("vq_model.") for k in state):
+            # checkpoints may leave out the frozen VQGAN; it then comes from subnet.vq_model.ckpt_path
+            state = {**{f"vq_model.{k}": v for k, v in model.vq_model.state_dict().items()}, **state}
+        load_model_state(model, state, strict=strict, source=str(model_path))
+    else:
+        log.warning("no --model_path given: the codec is RANDOMLY INITIALISED")
+    model.eval()
+    model.update(force=True)
+    return model.to(torch.device(device)), cfg
+
+
+def selected_betas(cfg: Config, quality: float) -> tuple[float, float]:
+    """Beta pair of a (possibly fractional) quality index into ``model.selected_beta_*``.
+
+    Quality q in [0, n-1] picks pair q; a fractional q interpolates linearly between the
+    neighbouring pairs (both betas), so rates between the published points can be asked for.
+    """
+    rates, vqs = cfg.model.get("selected_beta_rate"), cfg.model.get("selected_beta_vq")
+    if not rates or not vqs or len(rates) != len(vqs):
+        raise ValueError("the config has no model.selected_beta_rate / selected_beta_vq lists of equal length; "
+                         "pass --beta_rate and --beta_vq instead")
+    n = len(rates)
+    if not 0 <= quality <= n - 1:
+        raise ValueError(f"quality must be in [0, {n - 1}] for this config, got {quality}")
+    lo = int(quality)
+    hi = min(lo + 1, n - 1)
+    t = quality - lo
+    return (float(rates[lo]) * (1 - t) + float(rates[hi]) * t, float(vqs[lo]) * (1 - t) + float(vqs[hi]) * t)
