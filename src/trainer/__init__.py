@@ -1,9 +1,17 @@
 """Trainers, registered by name; ``trainer.type`` in a config picks one."""
 from src.trainer.base_trainer import BaseTrainer, NonFiniteLossError
+from src.trainer.dcvic_trainers import (DualBetaCondGanDistortionVqCodeTrainer,
+                                        DualBetaCondOASISGanDistortionVqCodeTrainer,
+                                        DualBetaCondRateDistortionVqCodeTrainer, RateDistortionVqCodeTrainer)
 from src.trainer.demo_trainer import RateDistortionDemoTrainer
+from src.trainer.tokenizer_trainer import VQGANTrainer
+from src.trainer.zoo_trainers import ARTrainer, FeatureTokenizerTrainer, PixelDecoderTrainer
 from src.utils.registry import TRAINERS
 
-__all__ = ["BaseTrainer", "NonFiniteLossError", "RateDistortionDemoTrainer", "TRAINERS", "build_trainer"]
+__all__ = ["BaseTrainer", "NonFiniteLossError", "RateDistortionDemoTrainer", "RateDistortionVqCodeTrainer",
+           "DualBetaCondRateDistortionVqCodeTrainer", "DualBetaCondGanDistortionVqCodeTrainer",
+           "DualBetaCondOASISGanDistortionVqCodeTrainer", "VQGANTrainer", "FeatureTokenizerTrainer",
+           "PixelDecoderTrainer", "ARTrainer", "TRAINERS", "build_trainer"]
 
 
 def build_trainer(cfg, **kwargs) -> BaseTrainer:

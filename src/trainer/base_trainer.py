@@ -59,8 +59,7 @@ class BaseTrainer:
         self.model = self.build_model().to(self.device)
         self.net = self._wrap_ddp(self.model)
         self.optimizers = self.build_optimizers()
-        self.schedulers = {name: build_scheduler(opt, cfg.optim.get(f"{name}_scheduler"),
-                                                 cfg.optim.get("warmup_iter", 0) if name == "g" else 0)
+        self.schedulers = {name: build_scheduler(opt, cfg.optim.get(f"{name}_scheduler"))
                            for name, opt in self.optimizers.items()}
         amp = bool(cfg.get("amp", False)) and self.device.type == "cuda"
         self.scalers = {name: torch.amp.GradScaler("cuda", enabled=amp) for name in self.optimizers}
@@ -221,7 +220,8 @@ class BaseTrainer:
         return True
 
     def _load_previous_step(self, spec: dict) -> None:
-        """``load_checkpoint: {exp, iter, strict, load_optimizer, load_scheduler, load_discriminator, new_g_lr}``."""
+        """``load_checkpoint: {exp, iter, strict, load_optimizer, load_scheduler, load_discriminator,
+        new_g_lr, new_d_lr}``."""
         ckpt_dir = self.cfg.get("ckpt_dir", "./checkpoint")
         it = parse_iter_tag(spec["iter"]) if spec.get("iter") is not None else None
         if it is None:
@@ -245,9 +245,11 @@ class BaseTrainer:
             for k, sch in self.schedulers.items():
                 if k in ckpt.get("schedulers", {}):
                     sch.load_state_dict(ckpt["schedulers"][k])
-        if spec.get("new_g_lr") is not None and "g" in self.optimizers:
-            set_lr(self.optimizers["g"], float(spec["new_g_lr"]))
-            self.schedulers["g"].base_lrs = [float(spec["new_g_lr"])] * len(self.schedulers["g"].base_lrs)
+        for name in ("g", "d"):
+            if spec.get(f"new_{name}_lr") is not None and name in self.optimizers:
+                lr = float(spec[f"new_{name}_lr"])
+                set_lr(self.optimizers[name], lr)
+                self.schedulers[name].base_lrs = [lr] * len(self.schedulers[name].base_lrs)
         log.info("loaded %s from %s (strict=%s)", spec["exp"], path, strict)
 
     # ------------------------------------------------------------------ data

@@ -4,7 +4,11 @@
 ``LambdaLR`` whose factor is a linear warm-up times a step decay, so they are simple to
 resume (``state_dict`` holds the step) and to reason about::
 
-    factor(it) = min(1, (it + 1) / warmup_iter) * gamma ** (number of milestones <= it)
+    warm(it)   = warmup_factor + (1 - warmup_factor) * min(1, it / warmup_iters)   (1 without warm-up)
+    factor(it) = warm(it) * gamma ** (number of milestones <= it)
+
+Section types: ``MultiStepLR`` (milestones, gamma, optional warmup_iters / warmup_factor),
+``LinearWarmupScheduler`` (warm-up only) and ``Constant``.
 """
 from __future__ import annotations
 
@@ -29,22 +33,34 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: dict) -> torch.op
 class WarmupMultiStep:
     """Picklable factor function for ``LambdaLR`` (linear warm-up, then step decay)."""
 
-    def __init__(self, warmup_iter: int = 0, milestones: Sequence[int] = (), gamma: float = 0.1):
-        self.warmup_iter = int(warmup_iter or 0)
+    def __init__(self, warmup_iters: int = 0, warmup_factor: float = 0.0, milestones: Sequence[int] = (),
+                 gamma: float = 0.1):
+        self.warmup_iters = int(warmup_iters or 0)
+        self.warmup_factor = float(warmup_factor)
         self.milestones = sorted(int(m) for m in milestones or ())
         self.gamma = float(gamma)
 
     def __call__(self, it: int) -> float:
-        warm = min(1.0, (it + 1) / self.warmup_iter) if self.warmup_iter > 0 else 1.0
+        warm = 1.0
+        if self.warmup_iters > 0 and it < self.warmup_iters:
+            warm = self.warmup_factor + (1.0 - self.warmup_factor) * it / self.warmup_iters
         return warm * self.gamma ** bisect.bisect_right(self.milestones, it)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Optional[dict], warmup_iter: int = 0):
+SCHEDULERS = ("MultiStepLR", "LinearWarmupScheduler", "Constant")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: Optional[dict]):
     cfg = dict(cfg or {})
-    name = cfg.pop("type", "MultiStepLR")
-    if name not in ("MultiStepLR", "Constant"):
-        raise KeyError(f"unknown scheduler type {name!r}; known: MultiStepLR, Constant")
-    factor = WarmupMultiStep(warmup_iter, cfg.get("milestones", ()), cfg.get("gamma", 0.1))
+    name = cfg.pop("type", "Constant")
+    if name not in SCHEDULERS:
+        raise KeyError(f"unknown scheduler type {name!r}; known: {', '.join(SCHEDULERS)}")
+    unknown = set(cfg) - {"milestones", "gamma", "warmup_iters", "warmup_factor"}
+    if unknown:
+        raise KeyError(f"scheduler {name}: unknown keys {sorted(unknown)}")
+    milestones = cfg.get("milestones", ()) if name == "MultiStepLR" else ()
+    factor = WarmupMultiStep(cfg.get("warmup_iters", 0), cfg.get("warmup_factor", 0.0), milestones,
+                             cfg.get("gamma", 0.1))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 

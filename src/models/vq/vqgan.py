@@ -189,10 +189,11 @@ def load_checkpoint_file(path: str) -> Any:
 
 def vq_state_dict(ckpt: Mapping[str, Any],
                   drop_prefixes: Sequence[str] = ("loss.",)) -> Dict[str, torch.Tensor]:
-    """The model weights of a checkpoint: ``ckpt["state_dict"]`` or ``ckpt`` itself, without
+    """The model weights of a checkpoint: ``ckpt["state_dict"]`` (official files),
+    ``ckpt["comp_model"]`` (this project's training checkpoints) or ``ckpt`` itself, without
     the keys under ``drop_prefixes`` (the official files carry the training loss's LPIPS and
     discriminator as ``loss.*``)."""
-    sd = ckpt["state_dict"] if "state_dict" in ckpt else ckpt
+    sd = ckpt["state_dict"] if "state_dict" in ckpt else ckpt.get("comp_model", ckpt)
     return {k: v for k, v in sd.items() if not any(k.startswith(p) for p in drop_prefixes)}
 
 

@@ -1,0 +1,284 @@
+"""What the tokenizer scripts do: load a trained tokenizer, reconstruct, tokenize, evaluate,
+and show which image patches map to a code.
+
+Used by ``scripts/eval_tokenizer.py``, ``scripts/tokenize.py``, ``scripts/visualize_patches.py``
+and by :class:`src.trainer.tokenizer_trainer.VQGANTrainer` (``reconstruct``, ``ssim``).
+
+Images are read as RGB, optionally resized (shorter side) and centre-cropped to ``size``
+(:func:`prepare_image`, the usual ImageNet rFID protocol), padded at the bottom/right by
+reflection to a multiple of the downsampling factor ``f`` and encoded; reconstructions are
+cropped back. An image of H x W gives ``ceil(H / f) x ceil(W / f)`` tokens.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from pytorch_msssim import ssim as _ssim
+
+from src.metrics.pixel import ms_ssim, psnr, to_uint8_grid
+from src.utils.image_io import list_images, load_rgb, to_tensor
+from src.utils.padding import crop_to, pad_to_multiple
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------- basics
+def index_dtype(codebook_size: int) -> np.dtype:
+    """Smallest signed-safe dtype for indices: uint8 up to 256 codes, int16 up to 2^15, else int32."""
+    if codebook_size <= 256:
+        return np.dtype(np.uint8)
+    if codebook_size <= 2 ** 15:
+        return np.dtype(np.int16)
+    return np.dtype(np.int32)
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-image SSIM (single scale, 11-px Gaussian window) on uint8-rounded images, shape (B,).
+
+    Takes float [0, 1] (B)CHW tensors or uint8 (B)HWC, like :func:`src.metrics.pixel.psnr`.
+    """
+    a = to_uint8_grid(x)
+    b = to_uint8_grid(y).to(a.device)
+    return _ssim(a, b, data_range=255.0, size_average=False)
+
+
+@torch.no_grad()
+def reconstruct(model, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(B, 3, H, W) in [-1, 1] -> (reconstruction cropped to H x W, indices (B, ceil(H/f), ceil(W/f)))."""
+    h, w = x.shape[-2:]
+    xp, _ = pad_to_multiple(x, model.downsample_factor)
+    out = model(xp)
+    return crop_to(out["x_hat"].float(), h, w), out["quant"].indices
+
+
+def prepare_image(arr: np.ndarray, size: Optional[int]) -> np.ndarray:
+    """Resize the shorter side to ``size`` (bicubic) and centre-crop ``size x size``; None: as is."""
+    if not size:
+        return arr
+    h, w = arr.shape[:2]
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    if (nh, nw) != (h, w):
+        arr = np.asarray(Image.fromarray(arr).resize((nw, nh), Image.BICUBIC))
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return arr[top:top + size, left:left + size]
+
+
+def iter_images(folder: Path, size: Optional[int] = None,
+                max_images: Optional[int] = None) -> Iterator[Tuple[str, np.ndarray]]:
+    """``(name, H x W x 3 uint8)`` for the images directly inside ``folder`` (sorted)."""
+    files = list_images(folder)
+    if not files:
+        raise FileNotFoundError(f"no images in {folder}")
+    for path in files[:max_images]:
+        yield path.stem, prepare_image(load_rgb(path), size)
+
+
+# --------------------------------------------------------------------------------- loading
+def _read_checkpoint(path: Path) -> Any:
+    from src.models.vq.vqgan import load_checkpoint_file
+    from src.utils.checkpoint import load_file
+
+    try:
+        return load_file(path)  # our training checkpoints
+    except RuntimeError:
+        return load_checkpoint_file(str(path))  # official Lightning files (lenient unpickling)
+
+
+def load_tokenizer(ckpt_path: str, config: Optional[str] = None, use_ema: bool = False,
+                   device: str = "cpu"):
+    """A trained tokenizer in eval mode.
+
+    ``ckpt_path``: a checkpoint written by ``scripts/train.py`` (``comp_model``, its config
+    inside; ``use_ema`` picks ``ema_model``), or an official taming / latent-diffusion file,
+    which needs ``config``: a YAML whose ``model`` section describes it.
+    """
+    import src.models  # noqa: F401  (fills MODELS)
+    from src.models.vq.vqgan import vq_state_dict
+    from src.utils.checkpoint import load_model_state
+    from src.utils.config import load_config
+    from src.utils.registry import MODELS
+
+    ckpt = _read_checkpoint(Path(ckpt_path))
+    model_cfg = load_config(config).model.to_dict() if config else None
+    if isinstance(ckpt, dict) and "comp_model" in ckpt:
+        key = "ema_model" if use_ema else "comp_model"
+        if key not in ckpt:
+            raise KeyError(f"{ckpt_path}: no EMA weights (the run had no trainer.ema_decay); drop --ema")
+        state = ckpt[key]
+        model_cfg = model_cfg or ckpt.get("config", {}).get("model")
+    else:
+        if use_ema:
+            raise KeyError(f"{ckpt_path} is not one of our training checkpoints; it has no EMA weights")
+        state = vq_state_dict(ckpt)
+    if not model_cfg:
+        raise ValueError(f"{ckpt_path} holds no config: pass --config with a 'model' section")
+    model = MODELS.build(model_cfg)
+    load_model_state(model, state, strict=True, source=str(ckpt_path))
+    return model.to(device).eval()
+
+
+# ------------------------------------------------------------------------------ tokenizing
+def tokenize_folder(model, images: Path, out_dir: Path, size: Optional[int] = None,
+                    max_images: Optional[int] = None, device: str = "cpu") -> Dict[str, Any]:
+    """Write ``<name>.npy`` (token grid, :func:`index_dtype`) per image and ``index.json``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    k, f = model.quantize.codebook_size, model.downsample_factor
+    dtype = index_dtype(k)
+    entries = {}
+    for name, arr in iter_images(images, size, max_images):
+        x = to_tensor(arr).unsqueeze(0).to(device)
+        with torch.no_grad():
+            xp, _ = pad_to_multiple(x, f)
+            _, indices = model.encode(xp)
+        np.save(out_dir / f"{name}.npy", indices[0].cpu().numpy().astype(dtype))
+        entries[name] = {"file": f"{name}.npy", "height": arr.shape[0], "width": arr.shape[1],
+                         "tokens": list(indices.shape[1:])}
+    index = {"codebook_size": k, "factor": f, "size": size, "dtype": dtype.name, "images": entries}
+    (out_dir / "index.json").write_text(json.dumps(index, indent=2))
+    log.info("wrote %d token files (%s) to %s", len(entries), dtype.name, out_dir)
+    return index
+
+
+# ----------------------------------------------------------------------------- evaluation
+class _OptionalMetric:
+    """Build a learned metric, or remember why it is skipped (weights missing offline)."""
+
+    def __init__(self, name: str, enabled: bool, build, skipped: Dict[str, str]):
+        from src.metrics.weights import MetricUnavailable
+
+        self.fn = None
+        if not enabled:
+            skipped[name] = "not requested"
+            return
+        try:
+            self.fn = build()
+        except (MetricUnavailable, ImportError) as e:
+            skipped[name] = str(e)
+            log.debug("skipping %s: %s", name, e)
+
+
+def evaluate_tokenizer(model, images: Path, size: Optional[int] = None, max_images: Optional[int] = None,
+                       device: str = "cpu", lpips: bool = True, rfid: bool = True
+                       ) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
+    """PSNR, SSIM, MS-SSIM (sides > 160 px), LPIPS and rFID (when their weights load), and the
+    codebook usage / perplexity / entropy over all tokens. Returns (summary, per-image rows)."""
+    from src.metrics import InceptionFeatures, LPIPSMetric, fid_from_features
+    from src.models.vq.quantizers import usage_from_counts
+
+    skipped: Dict[str, str] = {}
+    lp = _OptionalMetric("lpips", lpips, lambda: LPIPSMetric(device), skipped).fn
+    inception = _OptionalMetric("rfid", rfid, lambda: InceptionFeatures(device), skipped).fn
+    k = model.quantize.codebook_size
+    counts = torch.zeros(k, dtype=torch.long)
+    rows, real_feats, fake_feats = [], [], []
+    for name, arr in iter_images(images, size, max_images):
+        x = to_tensor(arr).unsqueeze(0).to(device)
+        x_hat, indices = reconstruct(model, x)
+        ref, rec = (x + 1) / 2, (x_hat.clamp(-1, 1) + 1) / 2
+        row = {"name": name, "height": arr.shape[0], "width": arr.shape[1],
+               "psnr": psnr(ref, rec).item(), "ssim": ssim(ref, rec).item()}
+        if min(arr.shape[:2]) > 160:
+            row["ms_ssim"] = ms_ssim(ref, rec).item()
+        if lp is not None:
+            row["lpips"] = lp(ref, rec).item()
+        if inception is not None:
+            real_feats.append(inception(ref))
+            fake_feats.append(inception(rec))
+        counts += torch.bincount(indices.reshape(-1).cpu(), minlength=k)
+        rows.append(row)
+    summary: Dict[str, Any] = {"num_images": len(rows)}
+    for key in ("psnr", "ssim", "ms_ssim", "lpips"):
+        values = [r[key] for r in rows if key in r]
+        summary[key] = sum(values) / len(values) if values else None
+    if inception is not None and len(rows) >= 2:
+        summary["rfid"] = fid_from_features(np.concatenate(real_feats), np.concatenate(fake_feats))
+    elif inception is not None:
+        skipped["rfid"] = "needs at least 2 images"
+    summary.setdefault("rfid", None)
+    stats = usage_from_counts(counts)
+    summary.update(codebook_size=k, num_tokens=int(counts.sum()), used_codes=int((counts > 0).sum()),
+                   usage=float(stats["usage"]), perplexity=float(stats["perplexity"]),
+                   entropy=float(stats["entropy"]), entropy_bits=float(stats["entropy"]) / math.log(2),
+                   skipped=skipped)
+    return summary, rows
+
+
+def write_results(summary: Dict[str, Any], rows: List[Dict[str, Any]], out_dir: Path,
+                  extra: Optional[Dict[str, Any]] = None) -> Tuple[Path, Path]:
+    """``metrics.json`` (summary + ``extra``) and ``per_image.csv`` under ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, csv_path = out_dir / "metrics.json", out_dir / "per_image.csv"
+    json_path.write_text(json.dumps({**(extra or {}), **summary}, indent=2))
+    fields = sorted({k for r in rows for k in r}, key=lambda k: (k != "name", k))
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return json_path, csv_path
+
+
+# -------------------------------------------------------------------------- patch display
+def load_tokens(tokens_dir: Path) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
+    """``index.json`` and the token grids written by :func:`tokenize_folder`."""
+    index_path = tokens_dir / "index.json"
+    if not index_path.is_file():
+        raise FileNotFoundError(f"{index_path} not found; write the tokens with scripts/tokenize.py")
+    index = json.loads(index_path.read_text())
+    grids = {name: np.load(tokens_dir / e["file"]) for name, e in index["images"].items()}
+    return index, grids
+
+
+def pick_codes(grids: Dict[str, np.ndarray], codes: Optional[Sequence[int]], top: int) -> List[int]:
+    """The given codes, or the ``top`` most frequent ones."""
+    if codes:
+        return [int(c) for c in codes]
+    values, counts = np.unique(np.concatenate([g.reshape(-1) for g in grids.values()]), return_counts=True)
+    return [int(v) for v in values[np.argsort(-counts, kind="stable")][:top]]
+
+
+def code_patches(images: Path, index: Dict[str, Any], grids: Dict[str, np.ndarray], code: int,
+                 max_patches: int, context: int = 0, seed: int = 0) -> List[np.ndarray]:
+    """Up to ``max_patches`` image patches (``f + 2 * context`` px square) whose token is ``code``,
+    drawn at random (``seed``) from all its occurrences, in image order."""
+    f, size = int(index["factor"]), index.get("size")
+    files = {p.stem: p for p in list_images(images)}
+    hits = [(name, int(i), int(j)) for name, grid in grids.items() if name in files
+            for i, j in np.argwhere(grid == code)]
+    if len(hits) > max_patches:
+        keep = np.sort(np.random.default_rng(seed).choice(len(hits), max_patches, replace=False))
+        hits = [hits[k] for k in keep]
+    cache: Dict[str, np.ndarray] = {}
+    patches = []
+    for name, i, j in hits:
+        if name not in cache:
+            img, _ = pad_to_multiple(to_tensor(prepare_image(load_rgb(files[name]), size)).unsqueeze(0), f)
+            img = torch.nn.functional.pad(img, (context,) * 4, mode="replicate")
+            cache[name] = ((img[0].permute(1, 2, 0).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+        patches.append(cache[name][i * f: (i + 1) * f + 2 * context, j * f: (j + 1) * f + 2 * context])
+    return patches
+
+
+def patch_grid(rows: List[Tuple[int, List[np.ndarray]]], cols: int, scale: int = 4,
+               label_width: int = 56) -> Image.Image:
+    """One row per code (label at the left), its patches enlarged ``scale`` times (nearest)."""
+    side = max((p.shape[0] for _, ps in rows for p in ps), default=8) * scale
+    gap = 2
+    width = label_width + cols * (side + gap) + gap
+    canvas = Image.new("RGB", (width, len(rows) * (side + gap) + gap), (40, 40, 40))
+    draw = ImageDraw.Draw(canvas)
+    for r, (code, patches) in enumerate(rows):
+        y = gap + r * (side + gap)
+        draw.text((4, y + side // 2 - 5), f"{code} ({len(patches)})", fill=(255, 255, 255))
+        for c, patch in enumerate(patches[:cols]):
+            tile = Image.fromarray(patch).resize((side, side), Image.NEAREST)
+            canvas.paste(tile, (label_width + gap + c * (side + gap), y))
+    return canvas

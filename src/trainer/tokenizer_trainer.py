@@ -1,0 +1,207 @@
+"""Tokenizer training: VQGAN and its quantizer variants (VQ, CVQ-VAE, FSQ, LFQ) in one trainer.
+
+The losses of taming-transformers' ``VQLPIPSWithDiscriminator`` (Esser et al., CVPR 2021), with
+the training logic outside the model::
+
+    G:  nll  = rec_weight * |x - x_hat|_1 (or MSE) + LPIPS(x, x_hat)
+        loss = nll + codebook_weight * quantizer loss
+                   + [it >= disc_start] * w * disc_factor * (-mean D(x_hat))
+        w    = gain * clamp(|grad_W nll| / (|grad_W g| + 1e-4), 0, 1e4),  W = decoder.conv_out.weight
+    D:  [it >= disc_start] * disc_factor * 0.5 * (relu(1 - D(x)) + relu(1 + D(sg(x_hat))))  (hinge)
+
+``loss.gan_gain`` is taming's ``disc_weight`` (0.8 for the ImageNet f16 models, 0.75 for
+latent-diffusion's f8 models and the seed's "aglwg075"). Without ``loss.adaptive_weight`` the GAN
+weight is ``gain`` alone. The quantizer is chosen by the model's ``quantizer`` option, so this one
+trainer covers VQGAN, CVQ-VAE, FSQ and LFQ; each quantizer's own loss is ``QuantizerOutput.loss``.
+
+With ``trainer.ema_decay`` an exponential moving average of the generator weights is kept, saved
+as ``ema_model`` (same keys as ``comp_model``) and used for validation.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from src.losses import adaptive_gan_weight, build_loss
+from src.metrics.pixel import psnr
+from src.models.vq.quantizers import usage_from_counts
+from src.tokenizer_tools import reconstruct, ssim
+from src.trainer.base_trainer import BaseTrainer
+from src.trainer.optim import build_optimizer
+from src.utils.registry import MODELS, SUBNETS, TRAINERS
+
+log = logging.getLogger(__name__)
+
+REC_LOSSES = ("l1", "mse")
+
+
+class ModelEMA:
+    """Exponential moving average of a model's weights (a frozen copy in eval mode).
+
+    ``update``: ``ema = decay * ema + (1 - decay) * param`` for floating-point parameters and
+    buffers; other buffers (counters, flags) are copied.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1), got {decay}")
+        self.decay = float(decay)
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        ema_state = self.model.state_dict()
+        for name, value in model.state_dict().items():
+            target = ema_state[name]
+            if target.is_floating_point():
+                target.mul_(self.decay).add_(value.detach().to(target.dtype), alpha=1.0 - self.decay)
+            else:
+                target.copy_(value)
+
+
+@TRAINERS.register()
+class VQGANTrainer(BaseTrainer):
+    """VQGAN-style tokenizer training: reconstruction + LPIPS + quantizer loss + PatchGAN (hinge).
+
+    Config: ``model`` (a ``VQGAN`` section), ``discriminator`` (``PatchGANDiscriminator``),
+    ``loss`` (``rec_loss``, ``rec_weight``, ``perceptual_loss``, ``codebook_weight``, ``gan_loss``,
+    ``gan_gain``, ``adaptive_weight``, ``disc_factor``), ``trainer`` (``disc_start``,
+    ``ema_decay``), ``optim`` (``g_optimizer``, ``d_optimizer``, their schedulers, ``clip_max_norm``,
+    ``d_clip_max_norm``).
+    """
+
+    # ------------------------------------------------------------------ building
+    def build_model(self) -> nn.Module:
+        lcfg = self.cfg.loss
+        self.rec_loss = lcfg.get("rec_loss", "l1")
+        if self.rec_loss not in REC_LOSSES:
+            raise ValueError(f"loss.rec_loss must be one of {REC_LOSSES}, got {self.rec_loss!r}")
+        self.rec_weight = float(lcfg.get("rec_weight", 1.0))
+        self.codebook_weight = float(lcfg.get("codebook_weight", 1.0))
+        self.gan_gain = float(lcfg.get("gan_gain", 0.8))
+        self.disc_factor = float(lcfg.get("disc_factor", 1.0))
+        self.use_adaptive = bool(lcfg.get("adaptive_weight", True))
+        pcfg = lcfg.get("perceptual_loss")
+        use_lpips = bool(pcfg) and float(pcfg.get("loss_weight", 1.0)) > 0
+        self.perceptual = build_loss(pcfg.to_dict()).to(self.device) if use_lpips else None
+        if use_lpips and pcfg.get("pnet_rand"):
+            log.warning("perceptual_loss.pnet_rand: LPIPS has a RANDOM backbone; the perceptual term "
+                        "is meaningless (quickstart/tests only)")
+        self.gan_loss = build_loss(dict(lcfg.get("gan_loss") or {"type": "HingeGANLoss"}))
+        self.disc_start = int(self.cfg.trainer.get("disc_start", 0))
+
+        import src.models  # noqa: F401  (fills MODELS / SUBNETS)
+
+        model = MODELS.build(self.cfg.model.to_dict()).to(self.device)
+        self.discriminator = SUBNETS.build(self.cfg.discriminator.to_dict()).to(self.device)
+        self.disc_net = self._wrap_ddp(self.discriminator)
+        decay = self.cfg.trainer.get("ema_decay")
+        self.ema: Optional[ModelEMA] = ModelEMA(model, decay) if decay else None
+        return model
+
+    def build_optimizers(self) -> Dict[str, torch.optim.Optimizer]:
+        self.g_params = [p for p in self.model.parameters() if p.requires_grad]
+        return {"g": build_optimizer(self.g_params, self.cfg.optim.g_optimizer),
+                "d": build_optimizer(self.discriminator.parameters(), self.cfg.optim.d_optimizer)}
+
+    def _load_previous_step(self, spec: dict) -> None:
+        """``load_checkpoint`` (fine-tuning): the EMA starts from the loaded weights."""
+        super()._load_previous_step(spec)
+        if self.ema is not None:
+            self.ema.model.load_state_dict(self.model.state_dict())
+
+    def checkpoint_modules(self) -> Dict[str, nn.Module]:
+        modules = {"comp_model": self.model, "discriminator": self.discriminator}
+        if self.ema is not None:
+            modules["ema_model"] = self.ema.model
+        return modules
+
+    # ------------------------------------------------------------------ training
+    def train_step(self, batch, it: int) -> Dict[str, float]:
+        x = batch["image"]
+        gan_on = it >= self.disc_start
+        with self.autocast():
+            out = self.net(x)
+        x_hat, quant = out["x_hat"].float(), out["quant"]
+
+        # G: reconstruction, perceptual, quantizer and (after disc_start) adaptive-weighted GAN terms
+        terms = self.reconstruction_terms(x, x_hat)
+        terms["quant"] = self.codebook_weight * quant.loss
+        logs: Dict[str, float] = {}
+        if gan_on:
+            self.discriminator.requires_grad_(False)
+            with self.autocast():
+                g_adv = self.gan_loss(self.discriminator(x_hat).float(), is_real=True, is_disc=False)
+            weight = self.gan_weight(terms["rec"] + terms.get("perceptual", 0.0), g_adv)
+            terms["gan"] = weight * self.disc_factor * g_adv
+            logs.update(g_adv=g_adv.item(), gan_weight=weight.item())
+        self.check_finite(terms)
+        self.optimize("g", sum(terms.values()), self.g_params, self.cfg.optim.get("clip_max_norm"))
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+        # D: real and detached fake in one pass (no batch statistics with ActNorm), hinge loss
+        if gan_on:
+            self.discriminator.requires_grad_(True)
+            n = x.shape[0]
+            with self.autocast():
+                logits = self.disc_net(torch.cat([x, x_hat.detach()])).float()
+            d_real = 0.5 * self.gan_loss(logits[:n], is_real=True, is_disc=True)
+            d_fake = 0.5 * self.gan_loss(logits[n:], is_real=False, is_disc=True)
+            self.check_finite({"d_real": d_real, "d_fake": d_fake})
+            self.optimize("d", self.disc_factor * (d_real + d_fake), clip=self.cfg.optim.get("d_clip_max_norm"))
+            logs.update(d_real=d_real.item(), d_fake=d_fake.item(), logits_real=logits[:n].mean().item(),
+                        logits_fake=logits[n:].mean().item())
+        return self.step_scalars(terms, quant, x, x_hat) | logs
+
+    def reconstruction_terms(self, x: Tensor, x_hat: Tensor) -> Dict[str, Tensor]:
+        """``rec`` (L1 or MSE on [-1, 1] images, times ``rec_weight``) and ``perceptual`` (LPIPS)."""
+        rec = F.l1_loss(x_hat, x) if self.rec_loss == "l1" else F.mse_loss(x_hat, x)
+        terms = {"rec": self.rec_weight * rec}
+        if self.perceptual is not None:
+            terms["perceptual"] = self.perceptual(x, x_hat)
+        return terms
+
+    def gan_weight(self, nll: Tensor, g_adv: Tensor) -> Tensor:
+        """Adaptive weight at the decoder's last layer times the gain (or the gain alone)."""
+        if not self.use_adaptive:
+            return torch.tensor(self.gan_gain, device=g_adv.device)
+        return adaptive_gan_weight(nll, g_adv, self.model.get_last_layer(), gain=self.gan_gain)
+
+    @staticmethod
+    def step_scalars(terms: Dict[str, Tensor], quant, x: Tensor, x_hat: Tensor) -> Dict[str, float]:
+        """Loss terms, the quantizer's own terms and codebook statistics of this batch, PSNR."""
+        logs = {k: float(v.detach()) for k, v in terms.items()}
+        logs.update({f"q_{k}": float(v.detach()) for k, v in quant.losses.items()})
+        logs.update({k: float(v) for k, v in quant.stats.items()})
+        logs["psnr"] = psnr((x.detach() + 1) / 2, (x_hat.detach().clamp(-1, 1) + 1) / 2).mean().item()
+        return logs
+
+    # ---------------------------------------------------------------- validation
+    def validate(self, it: int) -> Dict[str, float]:
+        """PSNR / SSIM on the evaluation images, codebook usage, perplexity and entropy over all
+        their tokens, and input | reconstruction samples (the EMA model when enabled)."""
+        model = self.ema.model if self.ema is not None else self.model
+        size = model.quantize.codebook_size
+        counts = torch.zeros(size, dtype=torch.long)
+        limit = min(int(self.cfg.get("eval_max_images") or len(self.eval_dataset)), len(self.eval_dataset))
+        psnrs, ssims, samples = [], [], {}
+        for i in range(limit):
+            item = self.eval_dataset[i]
+            x = item["image"].unsqueeze(0).to(self.device)
+            x_hat, indices = reconstruct(model, x)
+            ref, rec = (x + 1) / 2, (x_hat.clamp(-1, 1) + 1) / 2
+            psnrs.append(psnr(ref, rec).item())
+            ssims.append(ssim(ref, rec).item())
+            counts += torch.bincount(indices.reshape(-1).cpu(), minlength=size)
+            if i < 2:
+                samples[item["name"]] = torch.cat([x[0], x_hat[0].clamp(-1, 1)], dim=-1)
+        self.save_samples(it, samples)
+        stats = usage_from_counts(counts)
+        return {"psnr": sum(psnrs) / len(psnrs), "ssim": sum(ssims) / len(ssims),
+                **{k: float(v) for k, v in stats.items()}}
