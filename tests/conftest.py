@@ -27,3 +27,35 @@ def photo():
 
     arr = data.astronaut()[128:256, 192:320]
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().unsqueeze(0) / 127.5 - 1
+
+
+@pytest.fixture(scope="session")
+def trained_toy_codec(tmp_path_factory, sample_dir):
+    """Step 1-2 of a toy-width DC-VIC trained briefly on the photos; returns its checkpoint path.
+
+    Long enough (300 steps of 8 crops) for the betas to take effect: estimated bpp falls as
+    beta_rate rises, and the entropy model fits y well enough for real-vs-estimated bit checks.
+    """
+    from src.trainer import build_trainer
+    from src.utils.config import load_config
+
+    ckpt_dir = tmp_path_factory.mktemp("trained")
+    opts = [f"ckpt_dir={ckpt_dir}", "subnet.vq_model.ckpt_path=null", f"dataset.train_dataset.root_dir={sample_dir}",
+            "dataset.train_dataset.image_size=64", "dataset.batch_size=8", "eval_step=null", "log_step=50",
+            "total_iter=300", "save_step=300", "load_checkpoint=null", "optim.g_optimizer.lr=0.002",
+            "loss.rate_loss.loss_weight=0.05", "loss.distortion_loss.loss_weight=500"]
+    cfg = load_config(ROOT / "config" / "quickstart" / "stage1_2.yaml", opts)
+    trainer = build_trainer(cfg, exp_name="toy", device="cpu")
+    losses = []
+    step = trainer.train_step
+
+    def recording(batch, it):
+        logs = step(batch, it)
+        losses.append(logs["rate"] + logs["distortion"])
+        return logs
+
+    trainer.train_step = recording
+    trainer.train()
+    path = ckpt_dir / "toy" / "model" / "comp_model_iter300.pth.tar"
+    assert path.is_file()
+    return {"path": path, "losses": losses}

@@ -9,6 +9,7 @@ damaged file raises :class:`CorruptBitstreamError` instead of crashing the proce
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
@@ -110,3 +111,67 @@ def estimated_bits(model: torch.nn.Module, x: Tensor, beta_rate, beta_vq) -> Dic
         lik = model.entropy(y, training=False)["likelihoods"]
     bits = {k: float(-torch.log2(v.double()).sum()) for k, v in lik.items()}
     return {"pred_z_bit": bits["z"], "pred_y_bit": bits["y"], "pred_bit": bits["z"] + bits["y"]}
+
+
+# ---------------------------------------------------------------------------------- accounting
+RANS_PRECISION = 16   # compressai's rANS: CDFs in 16-bit fixed point,
+BYPASS_PRECISION = 4  # out-of-range values escape-coded in 4-bit chunks
+
+
+@contextmanager
+def _recording(entropy_models):
+    """Record every ``encode_with_indexes`` call (symbols, indexes, CDF tables) of the models' coders."""
+    records, saved = [], []
+    for m in entropy_models:
+        coder = m.entropy_coder
+        original = coder.encode_with_indexes
+
+        def record(*args, _original=original, _name=m):
+            records.append((_name, args))
+            return _original(*args)
+
+        coder.encode_with_indexes = record
+        saved.append((coder, original))
+    try:
+        yield records
+    finally:
+        for coder, original in saved:
+            coder.encode_with_indexes = original
+
+
+def _ideal_bits(symbols, indexes, cdfs, lengths, offsets) -> float:
+    """Code length (bits) of these symbols under the coder's own quantised CDFs, escapes included."""
+    s, i = torch.tensor(symbols, dtype=torch.long), torch.tensor(indexes, dtype=torch.long)
+    cdf = torch.tensor(cdfs, dtype=torch.long)
+    length, offset = torch.tensor(lengths, dtype=torch.long), torch.tensor(offsets, dtype=torch.long)
+    v = s - offset[i]
+    top = length[i] - 2
+    low, high = v < 0, v >= top
+    raw = torch.where(low, -2 * v - 1, torch.where(high, 2 * (v - top), torch.zeros_like(v)))
+    v = torch.where(low | high, top, v)
+    p = (cdf[i, v + 1] - cdf[i, v]).double() / 2 ** RANS_PRECISION
+    bits = float(-torch.log2(p).sum())
+    escaped = raw[low | high]
+    if escaped.numel():
+        chunks = torch.ceil(torch.log2(escaped.double() + 1) / BYPASS_PRECISION)
+        bits += float((BYPASS_PRECISION * (chunks // 15 + 1 + chunks)).sum())
+    return bits
+
+
+def ideal_bits(model: torch.nn.Module, x: Tensor, beta_rate, beta_vq) -> Dict[str, float]:
+    """The entropy of the exact symbols the coder writes, under the exact tables it uses.
+
+    Real stream bits minus this is the rANS coder's own overhead (finite state, flushes);
+    this minus the model's continuous estimate (:func:`estimated_bits`) is the cost of
+    compressai's scale-table quantisation.
+    """
+    xp, _ = pad_to_multiple(x, PAD_MULTIPLE)
+    device = next(model.parameters()).device
+    br, bv = ((None, None) if not getattr(model, "beta_cond", True) else
+              (torch.tensor([as_float32(beta_rate)], device=device), torch.tensor([as_float32(beta_vq)], device=device)))
+    with _recording([model.entropy_model_z, model.entropy_model_y]) as records, torch.inference_mode():
+        model.compress(xp.to(device), br, bv)
+    bits = {"ideal_z_bit": 0.0, "ideal_y_bit": 0.0}
+    for module, args in records:
+        bits["ideal_z_bit" if module is model.entropy_model_z else "ideal_y_bit"] += _ideal_bits(*args)
+    return bits

@@ -1,0 +1,78 @@
+"""Compress a folder of images with DC-VIC into one framed ``.bin`` file per image.
+
+    python scripts/compress.py --config_path config/dc_vic_patchgan.yaml --model_path dc_vic_patchgan.pth.tar \
+        --img_dir datasets/kodak --save_dir results/kodak_q2 -q 2 [--decompress] -d cuda
+
+The rate is chosen by one of: ``-q`` (index into the config's selected beta pairs; fractional
+values interpolate), ``--beta_rate/--beta_vq``, or ``--target_bpp`` with the
+``beta_selection_results.csv`` of scripts/beta_selection.py (``--selection_csv``).
+Writes ``bin/*.bin``, ``recon/*.png`` (with --decompress), ``_bitrates.csv`` and ``_avg_bitrate.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from src.compression import compress_folder, device_or_cpu  # noqa: E402
+from src.models.codec.image_coder import ImageCoder  # noqa: E402
+from src.models.codec.loading import load_codec, selected_betas  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config_path", required=True)
+    p.add_argument("--model_path", required=True, help="a training checkpoint or a released .pth.tar")
+    p.add_argument("--img_dir", required=True)
+    p.add_argument("--save_dir", required=True)
+    p.add_argument("-q", "--quality", type=float, default=None, help="index into selected beta pairs (0 = lowest rate)")
+    p.add_argument("--beta_rate", type=float, default=None)
+    p.add_argument("--beta_vq", type=float, default=None)
+    p.add_argument("--target_bpp", type=float, default=None, help="bitrate to aim for (needs --selection_csv)")
+    p.add_argument("--selection_csv", default=None, help="beta_selection_results.csv of scripts/beta_selection.py")
+    p.add_argument("--decompress", action="store_true", help="also decode the files and save reconstructions")
+    p.add_argument("--no_estimate", action="store_true", help="skip the model's own bit estimates (faster)")
+    p.add_argument("-d", "--device", default="cuda")
+    p.add_argument("--opt", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
+    return p.parse_args(argv)
+
+
+def choose_betas(args, cfg):
+    given = [args.quality is not None, args.beta_rate is not None or args.beta_vq is not None,
+             args.target_bpp is not None]
+    if sum(given) != 1:
+        raise SystemExit("error: give exactly one of -q, --beta_rate/--beta_vq, --target_bpp")
+    if args.quality is not None:
+        return selected_betas(cfg, args.quality)
+    if args.target_bpp is not None:
+        if not args.selection_csv:
+            raise SystemExit("error: --target_bpp needs --selection_csv (beta_selection_results.csv)")
+        from src.ratecontrol import betas_for_target_bpp
+
+        return betas_for_target_bpp(args.selection_csv, args.target_bpp)
+    if args.beta_rate is None or args.beta_vq is None:
+        raise SystemExit("error: give both --beta_rate and --beta_vq")
+    return args.beta_rate, args.beta_vq
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    device = device_or_cpu(args.device)
+    model, cfg = load_codec(args.config_path, args.model_path, device, args.opt)
+    beta_rate, beta_vq = choose_betas(args, cfg)
+    coder = ImageCoder(model, device=device)
+    report = compress_folder(coder, args.img_dir, args.save_dir, beta_rate, beta_vq, decompress=args.decompress,
+                             estimate=not args.no_estimate)
+    avg = report.averages()
+    print(f"beta_rate {beta_rate:.4f} beta_vq {beta_vq:.4f}: {len(report.rows)} images, "
+          f"real {avg.get('real_bpp', float('nan')):.4f} bpp, estimated {avg.get('pred_bpp', float('nan')):.4f} bpp"
+          f"{f', {len(report.failed)} skipped' if report.failed else ''} -> {args.save_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

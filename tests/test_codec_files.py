@@ -1,0 +1,156 @@
+"""Real files: compress.py / decompress.py on a toy-width DC-VIC, bit accounting, robustness."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from src.compression import BITRATE_COLUMNS
+from src.models.codec.bitstream import CorruptBitstreamError
+from src.models.codec.image_coder import ImageCoder, ideal_bits
+from src.models.codec.loading import load_codec, selected_betas
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "config", "quickstart", "stage3.yaml")
+OPTS = ["subnet.vq_model.ckpt_path=null"]
+
+
+@pytest.fixture(scope="module")
+def model_file(trained_toy_codec):
+    """The briefly trained toy DC-VIC (step 1-2 weights load strictly into the stage-3 config)."""
+    return trained_toy_codec["path"]
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory, sample_dir):
+    folder = tmp_path_factory.mktemp("images")
+    astronaut = np.asarray(Image.open(sample_dir / "astronaut.png"))
+    Image.fromarray(astronaut).save(folder / "astronaut.png")
+    chelsea = np.asarray(Image.open(sample_dir / "chelsea.png"))
+    Image.fromarray(chelsea).save(folder / "chelsea_300x451.png")
+    Image.fromarray(astronaut[:65, :65]).save(folder / "odd_65x65.png")
+    Image.fromarray(astronaut[:100, :120, 0]).save(folder / "grey.png")
+    Image.fromarray(np.dstack([astronaut[:64, :96], np.full((64, 96), 200, np.uint8)])).save(folder / "rgba.png")
+    (folder / "text.png").write_text("this is not an image")
+    (folder / "empty.png").write_bytes(b"")
+    return folder
+
+
+def run_script(name, *args):
+    res = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", name), *args], cwd=ROOT,
+                         capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="2"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res
+
+
+@pytest.fixture(scope="module")
+def compressed(tmp_path_factory, model_file, image_dir):
+    out = tmp_path_factory.mktemp("out")
+    run_script("compress.py", "--config_path", CONFIG, "--model_path", str(model_file), "--img_dir", str(image_dir),
+               "--save_dir", str(out), "-q", "1.5", "--decompress", "-d", "cpu", "--opt", *OPTS)
+    return out
+
+
+def test_folder_is_coded_and_bad_files_are_reported(compressed):
+    df = pd.read_csv(compressed / "_bitrates.csv")
+    assert list(df.columns) == BITRATE_COLUMNS
+    assert sorted(df.img_name) == ["astronaut", "chelsea_300x451", "grey", "odd_65x65", "rgba"]
+    summary = json.loads((compressed / "_avg_bitrate.json").read_text())
+    assert set(summary["failed"]) == {"text.png", "empty.png"}
+    for row in df.itertuples():
+        size = (compressed / "bin" / f"{row.img_name}.bin").stat().st_size
+        assert row.real_bit == 8 * size == row.header_bit + row.z_bit + row.y_bit
+        assert row.real_bpp == pytest.approx(row.real_bit / row.num_pixel)
+    shapes = {p.stem: Image.open(p).size for p in (compressed / "recon").glob("*.png")}
+    assert shapes["chelsea_300x451"] == (451, 300) and shapes["odd_65x65"] == (65, 65)
+    assert shapes["grey"] == (120, 100) and shapes["rgba"] == (96, 64)
+
+
+def test_real_bits_match_the_model_entropy(compressed, model_file, sample_dir):
+    """Stream bits (header excluded) are within 1% of the entropy of the coded symbols under the
+    coder's tables, and within 3% of the model's continuous estimate (scale-table quantisation)."""
+    row = pd.read_csv(compressed / "_bitrates.csv").set_index("img_name").loc["astronaut"]
+    real = row.z_bit + row.y_bit
+    assert abs(real - row.pred_bit) <= 0.03 * row.pred_bit, (real, row.pred_bit)
+    model, cfg = load_codec(CONFIG, model_file, "cpu", OPTS)
+    x = torch.from_numpy(np.asarray(Image.open(sample_dir / "astronaut.png")).copy()).permute(2, 0, 1)
+    beta_rate, beta_vq = selected_betas(cfg, 1.5)
+    ideal = ideal_bits(model, x.float().unsqueeze(0) / 127.5 - 1, beta_rate, beta_vq)
+    assert ideal["ideal_z_bit"] <= row.z_bit <= 1.01 * ideal["ideal_z_bit"] + 64
+    assert ideal["ideal_y_bit"] <= row.y_bit <= 1.01 * ideal["ideal_y_bit"]
+
+
+def test_receiver_decodes_identically(compressed, model_file, tmp_path):
+    run_script("decompress.py", "--config_path", CONFIG, "--model_path", str(model_file), "--bin_dir",
+               str(compressed / "bin"), "--save_dir", str(tmp_path), "-d", "cpu", "--opt", *OPTS)
+    for png in (compressed / "recon").glob("*.png"):
+        assert np.array_equal(np.asarray(Image.open(png)), np.asarray(Image.open(tmp_path / png.name))), png.name
+
+
+def test_round_trip_equals_eval_forward(model_file, photo):
+    model, cfg = load_codec(CONFIG, model_file, "cpu", OPTS)
+    coder = ImageCoder(model)
+    beta_rate, beta_vq = selected_betas(cfg, 2)
+    x = photo[..., :128, :128]
+    x_hat, header = coder.decode(coder.encode(x, beta_rate, beta_vq).data)
+    with torch.no_grad():
+        ref = model(x, torch.tensor([header.beta_rate]), torch.tensor([header.beta_vq]))["x_hat"]
+    assert torch.equal(x_hat, ref)
+
+
+def test_quality_interpolates_between_selected_pairs(model_file):
+    _, cfg = load_codec(CONFIG, model_file, "cpu", OPTS)
+    r1, v1 = selected_betas(cfg, 1)
+    r2, v2 = selected_betas(cfg, 2)
+    rm, vm = selected_betas(cfg, 1.5)
+    assert rm == pytest.approx((r1 + r2) / 2) and vm == pytest.approx((v1 + v2) / 2)
+    with pytest.raises(ValueError, match=r"\[0, 4\]"):
+        selected_betas(cfg, 4.5)
+
+
+def test_stream_of_another_model_is_refused(compressed, model_file):
+    torch.manual_seed(1)
+    other, _ = load_codec(CONFIG, None, "cpu", OPTS)
+    data = (compressed / "bin" / "odd_65x65.bin").read_bytes()
+    with pytest.raises(CorruptBitstreamError, match="different model"):
+        ImageCoder(other).decode(data)
+
+
+FUZZ = r"""
+import random, sys
+sys.path.insert(0, {root!r})
+from src.models.codec.bitstream import CorruptBitstreamError
+from src.models.codec.image_coder import ImageCoder, ideal_bits
+from src.models.codec.loading import load_codec
+model, _ = load_codec({config!r}, {model!r}, "cpu", {opts!r})
+coder = ImageCoder(model)
+data = open({stream!r}, "rb").read()
+cases = [data[:n] for n in range(len(data))] + [data + b"\x00"]
+rng = random.Random(0)
+for _ in range(1000):
+    b = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        pos = rng.randrange(len(b) * 8)
+        b[pos // 8] ^= 1 << (pos % 8)
+    cases.append(bytes(b))
+for case in cases:
+    try:
+        coder.decode(case)
+    except CorruptBitstreamError:
+        continue
+    raise SystemExit("a damaged stream was accepted")
+print("rejected", len(cases))
+"""
+
+
+def test_damaged_real_streams_are_rejected_in_a_subprocess(compressed, model_file):
+    stream = compressed / "bin" / "odd_65x65.bin"
+    code = FUZZ.format(root=ROOT, config=CONFIG, model=str(model_file), opts=OPTS, stream=str(stream))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
+    assert f"rejected {stream.stat().st_size + 1 + 1000}" in res.stdout
