@@ -154,3 +154,21 @@ def test_damaged_real_streams_are_rejected_in_a_subprocess(compressed, model_fil
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
     assert f"rejected {stream.stat().st_size + 1 + 1000}" in res.stdout
+
+
+def test_large_images_take_vq_indices_from_windows(model_file):
+    """Above split_threshold the VQGAN runs per 512 px window (its attention is quadratic in area)."""
+    model, _ = load_codec(CONFIG, model_file, "cpu", OPTS)
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 128, 1152) * 2 - 1
+    split = model.vq_indices_split(x)
+    assert split.shape == (1, 16, 144) and split.dtype == torch.long
+    # window starts 0, 32, 64, 80 (index units, stride 32, the last flush with the end); later windows
+    # overwrite the overlap, so window 64 keeps [80, 96) and window 80 keeps [96, 144)
+    by_hand = torch.empty_like(split)
+    for start, lo, hi in ((0, 0, 48), (32, 48, 80), (64, 80, 96), (80, 96, 144)):
+        idx = model.vq_model.encode(x[..., start * 8:(start + 64) * 8])[1]
+        by_hand[..., lo:hi] = idx[..., lo - start:hi - start]
+    assert torch.equal(split, by_hand)
+    assert torch.equal(model.vq_encode(x)[1], split)           # eval mode, 1152 px > 1024: windows
+    assert torch.equal(model.vq_encode(x[..., :1024])[1], model.vq_model.encode(x[..., :1024])[1])

@@ -137,15 +137,6 @@ def test_betas_for_target_bpp_interpolates_and_clamps(tmp_path):
 
 
 # -- the tiny model and the scripts -------------------------------------------------------------
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core box two OpenMP threads can be ~50x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """Random toy-width model (saved), its VQGAN (saved), an OpenImages-like folder, the val set."""

@@ -17,15 +17,6 @@ ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "config" / "tokenizer" / "quickstart"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions: one thread is 10-100x faster than two on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def small_photos(tmp_path_factory):
     """Two small real photos (64x64 and 48x80) for training and validation."""

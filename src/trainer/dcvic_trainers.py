@@ -137,7 +137,6 @@ class RateDistortionVqCodeTrainer(BaseTrainer):
             for key in rows[0]:
                 values = [r[key] for r in rows if key in r]
                 metrics[f"{label.strip('_')}_{key}".lstrip("_")] = sum(values) / len(values)
-        self.model.to(self.device)
         return metrics
 
 

@@ -6,7 +6,6 @@ from typing import Dict
 import torch
 import torch.nn.functional as F
 
-from src.models.demo import MeanScaleDemo
 from src.trainer.base_trainer import BaseTrainer
 from src.trainer.optim import build_optimizer
 from src.utils.padding import pad_to_multiple

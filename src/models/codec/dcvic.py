@@ -155,12 +155,33 @@ class DCVIC(nn.Module):
     def vq_encode(self, x: Tensor, vq_indices: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """Frozen VQGAN -> (codebook latent (B, 4, H/8, W/8), indices (B, H/8, W/8)).
 
-        Cached ``vq_indices`` (e.g. stored with a validation set) skip the VQGAN encoder."""
-        if vq_indices is None:
+        Cached ``vq_indices`` (e.g. stored with a validation set) skip the VQGAN encoder. In eval
+        mode, images with a side above ``split_threshold`` are encoded in windows."""
+        if vq_indices is None and not self.training and max(x.shape[-2:]) > self.split_threshold:
+            vq_indices = self.vq_indices_split(x, self.split_window, self.split_stride)
+        elif vq_indices is None:
             vq_indices = self.vq_model.encode(x)[1]
         vq_indices = vq_indices.to(x.device).long()
         # exact codebook rows (the quantiser's straight-through output may differ by an ulp)
         return self.vq_model.indices_to_latent(vq_indices), vq_indices
+
+    @torch.no_grad()
+    def vq_indices_split(self, x: Tensor, window: int = 512, stride: int = 256) -> Tensor:
+        """VQGAN indices of a large image from overlapping windows, keeping each window's centre
+        (the windows of :meth:`decode_split`). The VQGAN's mid-block attention is quadratic in the
+        number of H/8 positions: a 4096 px image would need a 275 GB attention map in one piece."""
+        f = int(self.vq_model.downsample_factor)
+        B, _, H, W = x.shape
+        h, w, win, step = H // f, W // f, window // f, stride // f
+        out = torch.empty(B, h, w, dtype=torch.long, device=x.device)
+        tops, lefts = _window_starts(h, win, step), _window_starts(w, win, step)
+        for t in tops:
+            for l in lefts:
+                idx = self.vq_model.encode(x[:, :, t * f:(t + win) * f, l * f:(l + win) * f])[1]
+                y0, y1 = _keep_range(t, tops, step, h)
+                x0, x1 = _keep_range(l, lefts, step, w)
+                out[:, y0:y1, x0:x1] = idx[:, y0 - t:y1 - t, x0 - l:x1 - l]
+        return out
 
     def _vq_feature(self, latent: Tensor, indices: Tensor) -> Tensor:
         if self.enc_vq_input == "onehot_indices":
