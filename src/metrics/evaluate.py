@@ -15,17 +15,16 @@ from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from tqdm import tqdm
 
 from src.metrics.fid import InceptionFeatures, PatchFeatureBank, fid_from_features, kid_from_features
 from src.metrics.perceptual import DISTSMetric, LPIPSMetric
 from src.metrics.pixel import ms_ssim, psnr
 from src.metrics.weights import MetricUnavailable
+from src.utils.image_io import image_size, is_image_file, load_rgb
 
 ALL_METRICS = ("psnr", "ms_ssim", "lpips", "dists", "fid", "kid")
 PER_IMAGE = ("psnr", "ms_ssim", "lpips", "dists")
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
 
 
 def parse_metrics(spec: str | Iterable[str]) -> list[str]:
@@ -47,7 +46,7 @@ def list_images(folder: Path) -> dict[str, Path]:
         raise FileNotFoundError(f"not a folder: {folder}")
     out: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
-        if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("_"):
+        if is_image_file(p) and not p.name.startswith("_"):
             if p.stem in out:
                 raise ValueError(f"two images named '{p.stem}' in {folder}: {out[p.stem].name}, {p.name}")
             out[p.stem] = p
@@ -67,17 +66,11 @@ def pair_images(real_dir: Path, fake_dir: Path) -> list[tuple[Path, Path]]:
         raise FileNotFoundError(f"no reconstruction in {fake_dir} for: {', '.join(missing)}")
     pairs = [(real[s], fake[s]) for s in real]
     for r, f in pairs:  # fail before any metric is computed; reads headers only
-        with Image.open(r) as a, Image.open(f) as b:
-            if a.size != b.size:
-                raise ValueError(f"size mismatch for '{r.stem}': {r.name} is {a.size[0]}x{a.size[1]}, "
-                                 f"{f.name} is {b.size[0]}x{b.size[1]}")
+        a, b = image_size(r), image_size(f)
+        if a != b:
+            raise ValueError(f"size mismatch for '{r.stem}': {r.name} is {a[0]}x{a[1]}, "
+                             f"{f.name} is {b[0]}x{b[1]}")
     return pairs
-
-
-def load_rgb(path: Path) -> np.ndarray:
-    """uint8 (H, W, 3) RGB array."""
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
 
 
 @dataclass

@@ -64,6 +64,18 @@ def load_rgb(path: PathLike) -> np.ndarray:
     return arr
 
 
+def image_size(path: PathLike) -> tuple:
+    """(width, height) as :func:`load_rgb` returns the image (EXIF rotation applied), from the header only."""
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            if img.getexif().get(0x0112) in (5, 6, 7, 8):  # orientations that swap the axes
+                w, h = h, w
+    except (OSError, ValueError, SyntaxError) as e:
+        raise ImageReadError(f"{path}: cannot read image header ({e})") from e
+    return w, h
+
+
 def to_tensor(arr: np.ndarray) -> torch.Tensor:
     """uint8 ``H x W x 3`` -> float ``3 x H x W`` in [-1, 1]."""
     t = torch.from_numpy(np.array(arr, dtype=np.uint8, copy=True)).permute(2, 0, 1).float()
