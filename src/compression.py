@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from src.models.codec.bitstream import CorruptBitstreamError
 from src.models.codec.image_coder import ImageCoder, estimated_bits
+from src.utils.checkpoint import atomic_write
 from src.utils.image_io import ImageReadError, list_images, load_rgb, save_rgb, to_tensor
 
 log = logging.getLogger(__name__)
@@ -36,15 +37,6 @@ class FolderReport:
             return {}
         df = pd.DataFrame(self.rows)
         return {k: float(df[k].mean()) for k in BITRATE_COLUMNS if k != "img_name"}
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def compress_folder(coder: ImageCoder, img_dir: os.PathLike, save_dir: os.PathLike, beta_rate: Optional[float],
@@ -66,7 +58,7 @@ def compress_folder(coder: ImageCoder, img_dir: os.PathLike, save_dir: os.PathLi
             log.warning("skipped %s", e)
             continue
         enc = coder.encode(x, beta_rate, beta_vq)
-        _atomic_write_bytes(save_dir / "bin" / f"{path.stem}.bin", enc.data)
+        atomic_write(save_dir / "bin" / f"{path.stem}.bin", lambda tmp: Path(tmp).write_bytes(enc.data))
         row = {"img_name": path.stem, "header_bit": enc.header_bit, "z_bit": enc.z_bit, "y_bit": enc.y_bit,
                "real_bit": 8 * len(enc.data), "real_bpp": enc.real_bpp, "num_pixel": enc.num_pixels}
         if estimate:

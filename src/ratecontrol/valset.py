@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from src.utils.checkpoint import atomic_write
 from src.utils.image_io import ImageReadError, list_images, load_rgb
 
 log = logging.getLogger(__name__)
@@ -50,22 +51,11 @@ def seeded_crop(img: np.ndarray, size: int, seed: int, stem: str) -> np.ndarray:
     return np.ascontiguousarray(img[top:top + size, left:left + size])
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``."""
-    tmp = str(path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}"))
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_crop(out_dir: Path, stem: str, crop: np.ndarray, indices: np.ndarray) -> None:
     """Write ``{stem}.png`` then ``{stem}.npy`` atomically (the .npy marks the pair complete)."""
-    _atomic_write(out_dir / f"{stem}.png", lambda p: Image.fromarray(crop).save(p, format="PNG"))
+    atomic_write(out_dir / f"{stem}.png", lambda p: Image.fromarray(crop).save(p, format="PNG"))
     dtype = np.uint8 if indices.max(initial=0) < 256 else np.uint16
-    _atomic_write(out_dir / f"{stem}.npy", lambda p: np.save(p, indices.astype(dtype)))
+    atomic_write(out_dir / f"{stem}.npy", lambda p: np.save(p, indices.astype(dtype)))
 
 
 def is_done(out_dir: Path, stem: str) -> bool:

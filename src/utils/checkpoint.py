@@ -17,7 +17,7 @@ import random
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import numpy as np
 import torch
@@ -58,18 +58,19 @@ def latest_checkpoint(ckpt_dir: os.PathLike, exp: str) -> Optional[Path]:
     return found[max(found)] if found else None
 
 
-def atomic_torch_save(obj: Any, path: os.PathLike) -> None:
-    """``torch.save`` to a temp file in the same folder, fsync, then rename over ``path``.
+def atomic_write(path: os.PathLike, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file in the same folder, fsync it, then rename over ``path``.
 
-    A crash or a full disk during the write leaves any previous file at ``path`` intact.
+    A crash or a full disk during the write leaves any previous file at ``path`` intact and no
+    temporary file behind. The temporary name keeps the suffix (``np.save`` and PIL rely on it).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -77,10 +78,19 @@ def atomic_torch_save(obj: Any, path: os.PathLike) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    except BaseException:
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+
+
+def atomic_torch_save(obj: Any, path: os.PathLike) -> None:
+    """``torch.save`` through :func:`atomic_write`."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    atomic_write(path, write)
 
 
 def rng_state() -> Dict[str, Any]:
