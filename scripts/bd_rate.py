@@ -47,8 +47,9 @@ def main(argv=None) -> int:
         for m in PLOT_METRICS:
             if m in anchor and m in test:
                 hb = higher_is_better(m)
-                rate = bd_rate(anchor.bpp, anchor[m], test.bpp, test[m], hb, args.method)
-                qual = bd_quality(anchor.bpp, anchor[m], test.bpp, test[m], hb, args.method)
+                a, t = anchor[["bpp", m]].dropna(), test[["bpp", m]].dropna()  # points without this metric
+                rate = bd_rate(a.bpp, a[m], t.bpp, t[m], hb, args.method)
+                qual = bd_quality(a.bpp, a[m], t.bpp, t[m], hb, args.method)
                 print(f"  {m:8s} BD-rate {rate:+8.2f} %   BD-{m} {qual:+.4f} (positive = better)")
     return 0
 

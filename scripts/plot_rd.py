@@ -1,4 +1,5 @@
-"""Plot rate-distortion curves (bpp vs PSNR / LPIPS / DISTS / FID ...) beside published DC-VIC ones.
+"""Plot rate-distortion curves (bpp vs PSNR / LPIPS / DISTS / FID ...) beside published ones
+(DC-VIC PatchGAN / OASIS and MS-ILLM, from data/rd_results/).
 
     python scripts/plot_rd.py --csv ours.csv:Ours --csv ablation.csv:no-VQ \\
         --dataset kodak --out docs/figures/rd_kodak

@@ -29,6 +29,8 @@ def _prepare(rate: Sequence[float], quality: Sequence[float], sign: float,
     r, q = np.asarray(rate, np.float64), sign * np.asarray(quality, np.float64)
     if r.shape != q.shape or r.ndim != 1 or len(r) < 2:
         raise ValueError("rate and quality must be 1-D sequences of equal length >= 2")
+    if not (np.isfinite(r).all() and np.isfinite(q).all()):
+        raise ValueError("rate and quality must be finite (drop the points with a missing value)")
     if (r <= 0).any():
         raise ValueError("rates must be positive")
     order = np.argsort(q if sort_by == "quality" else r)

@@ -2,7 +2,9 @@
 
 An RD table is a CSV with a ``bpp`` column, one column per metric (any case: ``PSNR`` or
 ``psnr``) and optionally a ``model`` column holding several curves. Column names are
-lower-cased on loading. Published curves live in ``data/rd_results/<dataset>.csv``.
+lower-cased on loading; a metric column with no value for a curve is dropped from that curve.
+Published curves live in ``data/rd_results/<dataset>.csv`` (DC-VIC) and
+``data/rd_results/<dataset>_<model>.csv`` (other methods, e.g. ``kodak_ms_illm.csv``).
 """
 from __future__ import annotations
 
@@ -22,33 +24,51 @@ Curve = tuple[str, pd.DataFrame]
 
 
 def load_rd_csv(path: str | Path, label: str | None = None) -> list[Curve]:
-    """Read an RD CSV; one curve per ``model`` value (labelled ``label/model``), else one curve."""
-    df = pd.read_csv(path)
+    """Read an RD CSV; one curve per ``model`` value (labelled ``label/model``), else one curve.
+
+    Columns that are empty (all NaN) for a curve are dropped from it, so ``metric in df`` means
+    the curve has values for that metric.
+    """
+    df = pd.read_csv(path, float_precision="round_trip")  # values exactly as written
     df.columns = [c.strip().lower().replace("-", "_") for c in df.columns]
     if "bpp" not in df:
         raise ValueError(f"{path}: no 'bpp' column (columns: {', '.join(df.columns)})")
     base = label or Path(path).stem
     if "model" not in df:
-        return [(base, df.sort_values("bpp").reset_index(drop=True))]
+        return [(base, _tidy(df))]
     curves = []
     for model, part in df.groupby("model", sort=False):
         name = str(model) if label is None else f"{label}/{model}"
-        curves.append((name, part.sort_values("bpp").reset_index(drop=True)))
+        curves.append((name, _tidy(part)))
     return curves
+
+
+def _tidy(df: pd.DataFrame) -> pd.DataFrame:
+    return df.dropna(axis=1, how="all").sort_values("bpp").reset_index(drop=True)
+
+
+def published_files(dataset: str) -> list[Path]:
+    """``<dataset>.csv`` then ``<dataset>_*.csv`` (one file per further method) in PUBLISHED_DIR."""
+    name = dataset.lower()
+    main = PUBLISHED_DIR / f"{name}.csv"
+    return ([main] if main.is_file() else []) + sorted(PUBLISHED_DIR.glob(f"{name}_*.csv"))
 
 
 def published_curves(dataset: str = "kodak", models: Sequence[str] | None = None) -> list[Curve]:
     """Published curves for ``dataset`` (kodak, clic, div2k), optionally only some models.
 
-    Labels are ``"<model> (published)"``; ``models`` uses the bare names (``dc_vic_patchgan``).
+    Labels are ``"<model> (published)"``; ``models`` uses the bare names (``dc_vic_patchgan``,
+    ``ms_illm``). Curves come from every file of :func:`published_files`.
     """
-    path = PUBLISHED_DIR / f"{dataset.lower()}.csv"
-    if not path.is_file():
-        avail = sorted(p.stem for p in PUBLISHED_DIR.glob("*.csv"))
+    paths = published_files(dataset)
+    if not paths:
+        avail = sorted({p.stem.split("_")[0] for p in PUBLISHED_DIR.glob("*.csv")})
         raise FileNotFoundError(f"no published results for '{dataset}'; available: {avail}")
-    curves = [c for c in load_rd_csv(path) if models is None or c[0] in models]
+    curves = [c for path in paths for c in load_rd_csv(path) if models is None or c[0] in models]
     if not curves:
-        raise ValueError(f"none of the models {list(models or [])} in {path}")
+        found = [c[0] for path in paths for c in load_rd_csv(path)]
+        raise ValueError(f"none of the models {list(models or [])} in {[p.name for p in paths]}; "
+                         f"available: {found}")
     return [(f"{name} (published)", df) for name, df in curves]
 
 
