@@ -234,6 +234,10 @@ def load_tokens(tokens_dir: Path) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]
         raise FileNotFoundError(f"{index_path} not found; write the tokens with scripts/tokenize.py")
     index = json.loads(index_path.read_text())
     grids = {name: np.load(tokens_dir / e["file"]) for name, e in index["images"].items()}
+    flat = [name for name, g in grids.items() if g.ndim != 2]
+    if flat:
+        raise ValueError(f"{tokens_dir}: {flat[0]}.npy holds a token sequence of shape {grids[flat[0]].shape}, "
+                         f"not a 2D grid; a 1D tokenizer's tokens have no patch positions to show")
     return index, grids
 
 

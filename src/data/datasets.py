@@ -115,14 +115,16 @@ class ImageDataset(_SkippingImageDataset):
 
     With ``subset_list`` (OpenImages layout) the files are ``root_dir/train_{i}/*``;
     with ``split: validation`` they are ``root_dir/validation/*``; otherwise the folder
-    itself (Kodak, CLIC, any folder). ``image_size`` crops at random (training);
+    itself (Kodak, CLIC, any folder); ``recursive: true`` also takes its sub-folders (ImageNet's
+    class folders). ``image_size`` crops at random (training);
     ``None`` returns whole images. ``sample_photos: true`` fills an empty ``root_dir``
     with scikit-image's bundled photos first (offline quickstart).
     """
 
     def __init__(self, root_dir: str, image_size: Optional[int] = 256, subset_list: Optional[Sequence[int]] = None,
                  split: Optional[str] = None, train: bool = True, sample_photos: bool = False, seed: int = 0,
-                 name: Optional[str] = None, resize_range=None, max_images: Optional[int] = None):
+                 name: Optional[str] = None, resize_range=None, max_images: Optional[int] = None,
+                 recursive: bool = False):
         root = Path(root_dir).expanduser()
         if sample_photos and not (root.is_dir() and any(is_image_file(p) for p in root.iterdir())):
             export_sample_photos(root)
@@ -136,7 +138,7 @@ class ImageDataset(_SkippingImageDataset):
         if missing:
             hint = " (edit root_dir / subset_list in the dataset config; see datasets/README.md)"
             raise FileNotFoundError(f"dataset {name or root}: folder(s) not found: {', '.join(missing)}{hint}")
-        files = [p for folder in folders for p in list_images(folder)]
+        files = [p for folder in folders for p in list_images(folder, recursive)]
         if max_images is not None:
             files = files[:max_images]
         if not files:

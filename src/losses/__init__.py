@@ -9,7 +9,7 @@ from src.utils.registry import LOSSES
 from .distortion import MSELoss, VanillaMSELoss
 from .gan import HingeGANLoss, VanillaGANLoss
 from .oasis import OASISLoss
-from .perceptual import LPIPSLoss
+from .perceptual import ConvNeXtPerceptualLoss, LPIPSLoss
 from .rate import RateLoss, bpp_from_likelihoods
 from .vq_code import CrossEntropyLoss, FocalCrossEntropyLoss, focal_cross_entropy
 from .weighting import adaptive_gan_weight, beta_weight, reduce_batch
@@ -22,7 +22,7 @@ def build_loss(cfg):
 
 __all__ = [
     "LOSSES", "build_loss", "RateLoss", "bpp_from_likelihoods", "MSELoss", "VanillaMSELoss",
-    "LPIPSLoss", "FocalCrossEntropyLoss", "CrossEntropyLoss", "focal_cross_entropy",
+    "LPIPSLoss", "ConvNeXtPerceptualLoss", "FocalCrossEntropyLoss", "CrossEntropyLoss", "focal_cross_entropy",
     "VanillaGANLoss", "HingeGANLoss", "OASISLoss", "beta_weight", "adaptive_gan_weight",
     "reduce_batch",
 ]

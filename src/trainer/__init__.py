@@ -5,13 +5,13 @@ from src.trainer.dcvic_trainers import (DualBetaCondGanDistortionVqCodeTrainer,
                                         DualBetaCondRateDistortionVqCodeTrainer, RateDistortionVqCodeTrainer)
 from src.trainer.demo_trainer import RateDistortionDemoTrainer
 from src.trainer.tokenizer_trainer import VQGANTrainer
-from src.trainer.zoo_trainers import ARTrainer, FeatureTokenizerTrainer, PixelDecoderTrainer
+from src.trainer.zoo_trainers import ARTrainer, FeatureTokenizerTrainer, OneDTokenizerTrainer, PixelDecoderTrainer
 from src.utils.registry import TRAINERS
 
 __all__ = ["BaseTrainer", "NonFiniteLossError", "RateDistortionDemoTrainer", "RateDistortionVqCodeTrainer",
            "DualBetaCondRateDistortionVqCodeTrainer", "DualBetaCondGanDistortionVqCodeTrainer",
            "DualBetaCondOASISGanDistortionVqCodeTrainer", "VQGANTrainer", "FeatureTokenizerTrainer",
-           "PixelDecoderTrainer", "ARTrainer", "TRAINERS", "build_trainer"]
+           "PixelDecoderTrainer", "OneDTokenizerTrainer", "ARTrainer", "TRAINERS", "build_trainer"]
 
 
 def build_trainer(cfg, **kwargs) -> BaseTrainer:

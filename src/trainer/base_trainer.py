@@ -212,6 +212,9 @@ class BaseTrainer:
             for k, obj in getattr(self, group).items():
                 if k in ckpt.get(group, {}):
                     obj.load_state_dict(ckpt[group][k])
+        if self.cfg.optim.get("reset_lr_on_resume"):  # a restart with a new --lr takes it
+            for name in self.optimizers:
+                self._set_base_lr(name, float(self.cfg.optim[f"{name}_optimizer"]["lr"]))
         set_rng_state(ckpt["rng"])
         if dist.rank() > 0:
             torch.manual_seed(int(self.cfg.get("seed", 0)) + dist.rank() + int(ckpt["iter"]))
@@ -219,18 +222,27 @@ class BaseTrainer:
         log.info("resumed from %s (iteration %d)", path, self.start_iter)
         return True
 
+    def _set_base_lr(self, name: str, lr: float) -> None:
+        """A new base learning rate for optimizer ``name`` and its scheduler."""
+        set_lr(self.optimizers[name], lr)
+        self.schedulers[name].base_lrs = [lr] * len(self.schedulers[name].base_lrs)
+        log.info("%s learning rate set to %g", name, lr)
+
+    def _previous_step_path(self, spec: dict) -> Path:
+        """The checkpoint ``load_checkpoint`` names: ``iter``, or the latest of ``exp``."""
+        ckpt_dir = self.cfg.get("ckpt_dir", "./checkpoint")
+        if spec.get("iter") is not None:
+            return checkpoint_path(ckpt_dir, spec["exp"], parse_iter_tag(spec["iter"]))
+        path = latest_checkpoint(ckpt_dir, spec["exp"])
+        if path is None:
+            raise FileNotFoundError(f"load_checkpoint: no checkpoint of experiment {spec['exp']!r} under "
+                                    f"{Path(ckpt_dir) / spec['exp'] / 'model'}")
+        return path
+
     def _load_previous_step(self, spec: dict) -> None:
         """``load_checkpoint: {exp, iter, strict, load_optimizer, load_scheduler, load_discriminator,
         new_g_lr, new_d_lr}``."""
-        ckpt_dir = self.cfg.get("ckpt_dir", "./checkpoint")
-        it = parse_iter_tag(spec["iter"]) if spec.get("iter") is not None else None
-        if it is None:
-            path = latest_checkpoint(ckpt_dir, spec["exp"])
-            if path is None:
-                raise FileNotFoundError(f"load_checkpoint: no checkpoint of experiment {spec['exp']!r} under "
-                                        f"{Path(ckpt_dir) / spec['exp'] / 'model'}")
-        else:
-            path = checkpoint_path(ckpt_dir, spec["exp"], it)
+        path = self._previous_step_path(spec)
         ckpt = load_file(path, map_location="cpu")
         strict = bool(spec.get("strict", True))
         load_model_state(self.model, ckpt["comp_model"], strict=strict, source=str(path))
@@ -247,9 +259,7 @@ class BaseTrainer:
                     sch.load_state_dict(ckpt["schedulers"][k])
         for name in ("g", "d"):
             if spec.get(f"new_{name}_lr") is not None and name in self.optimizers:
-                lr = float(spec[f"new_{name}_lr"])
-                set_lr(self.optimizers[name], lr)
-                self.schedulers[name].base_lrs = [lr] * len(self.schedulers[name].base_lrs)
+                self._set_base_lr(name, float(spec[f"new_{name}_lr"]))
         log.info("loaded %s from %s (strict=%s)", spec["exp"], path, strict)
 
     # ------------------------------------------------------------------ data

@@ -64,6 +64,15 @@ class ModelEMA:
                 target.copy_(value)
 
 
+def optional_loss(section, device) -> Optional[nn.Module]:
+    """A loss from a config section, or None when the section is null or its ``loss_weight`` is 0."""
+    if not section or float(section.get("loss_weight", 1.0)) <= 0:
+        return None
+    if section.get("pnet_rand") or section.get("pretrained") is False:
+        log.warning("%s has a RANDOM backbone: its term is meaningless (quickstart/tests only)", section["type"])
+    return build_loss(section.to_dict()).to(device)
+
+
 @TRAINERS.register()
 class VQGANTrainer(BaseTrainer):
     """VQGAN-style tokenizer training: reconstruction + LPIPS + quantizer loss + PatchGAN (hinge).
@@ -86,12 +95,7 @@ class VQGANTrainer(BaseTrainer):
         self.gan_gain = float(lcfg.get("gan_gain", 0.8))
         self.disc_factor = float(lcfg.get("disc_factor", 1.0))
         self.use_adaptive = bool(lcfg.get("adaptive_weight", True))
-        pcfg = lcfg.get("perceptual_loss")
-        use_lpips = bool(pcfg) and float(pcfg.get("loss_weight", 1.0)) > 0
-        self.perceptual = build_loss(pcfg.to_dict()).to(self.device) if use_lpips else None
-        if use_lpips and pcfg.get("pnet_rand"):
-            log.warning("perceptual_loss.pnet_rand: LPIPS has a RANDOM backbone; the perceptual term "
-                        "is meaningless (quickstart/tests only)")
+        self.perceptual = optional_loss(lcfg.get("perceptual_loss"), self.device)
         self.gan_loss = build_loss(dict(lcfg.get("gan_loss") or {"type": "HingeGANLoss"}))
         self.disc_start = int(self.cfg.trainer.get("disc_start", 0))
 
@@ -131,13 +135,14 @@ class VQGANTrainer(BaseTrainer):
 
         # G: reconstruction, perceptual, quantizer and (after disc_start) adaptive-weighted GAN terms
         terms = self.reconstruction_terms(x, x_hat)
+        nll = sum(terms.values())
         terms["quant"] = self.codebook_weight * quant.loss
         logs: Dict[str, float] = {}
         if gan_on:
             self.discriminator.requires_grad_(False)
             with self.autocast():
                 g_adv = self.gan_loss(self.discriminator(x_hat).float(), is_real=True, is_disc=False)
-            weight = self.gan_weight(terms["rec"] + terms.get("perceptual", 0.0), g_adv)
+            weight = self.gan_weight(nll, g_adv)
             terms["gan"] = weight * self.disc_factor * g_adv
             logs.update(g_adv=g_adv.item(), gan_weight=weight.item())
         self.check_finite(terms)
@@ -183,6 +188,10 @@ class VQGANTrainer(BaseTrainer):
         return logs
 
     # ---------------------------------------------------------------- validation
+    def eval_input(self, image: Tensor) -> Tensor:
+        """An evaluation image (3, H, W) as the model takes it: as is (a VQGAN codes any size)."""
+        return image.unsqueeze(0).to(self.device)
+
     def validate(self, it: int) -> Dict[str, float]:
         """PSNR / SSIM on the evaluation images, codebook usage, perplexity and entropy over all
         their tokens, and input | reconstruction samples (the EMA model when enabled)."""
@@ -193,7 +202,7 @@ class VQGANTrainer(BaseTrainer):
         psnrs, ssims, samples = [], [], {}
         for i in range(limit):
             item = self.eval_dataset[i]
-            x = item["image"].unsqueeze(0).to(self.device)
+            x = self.eval_input(item["image"])
             x_hat, indices = reconstruct(model, x)
             ref, rec = (x + 1) / 2, (x_hat.clamp(-1, 1) + 1) / 2
             psnrs.append(psnr(ref, rec).item())

@@ -6,6 +6,10 @@
   has no optimiser and the logged ``rec`` is the k-means objective.
 * :class:`PixelDecoderTrainer` - a VQGAN decoder on a frozen VQ-KD / Cluster tokenizer, with the
   losses of :class:`~src.trainer.tokenizer_trainer.VQGANTrainer` (taming-transformers).
+* :class:`OneDTokenizerTrainer` - the two-stage 1D tokenizer (``OneDTokenizer``): VQGAN-style
+  losses with MSE, LPIPS for the first ``loss.lpips_until`` iterations, a classifier-logit
+  perceptual loss (``loss.perceptual``) and the GAN after ``trainer.disc_start``; stage 2 starts
+  from a stage-1 run (``load_checkpoint``) with the encoder and codebook frozen.
 * :class:`ARTrainer` - LlamaGen (Sun et al., 2024) next-token cross-entropy on pre-tokenized
   ``.npy`` grids; validation adds token loss / accuracy and, with a tokenizer checkpoint and an FID
   cache (``scripts/fid_cache.py``), generation FID of guided samples.
@@ -34,7 +38,7 @@ from src.models.ar.sampling import sample
 from src.models.vq.quantizers import usage_from_counts
 from src.trainer.base_trainer import BaseTrainer
 from src.trainer.optim import build_optimizer
-from src.trainer.tokenizer_trainer import VQGANTrainer
+from src.trainer.tokenizer_trainer import VQGANTrainer, optional_loss
 from src.utils.checkpoint import load_file, load_model_state
 from src.utils.registry import MODELS, TRAINERS
 
@@ -132,6 +136,74 @@ class PixelDecoderTrainer(VQGANTrainer):
 
 
 @TRAINERS.register()
+class OneDTokenizerTrainer(VQGANTrainer):
+    """Stage 1 or 2 of ``OneDTokenizer`` training (the model's ``causal_decoder`` and
+    ``freeze_encoder`` make the stage). Loss sections beyond :class:`VQGANTrainer`'s:
+    ``loss.lpips`` (LPIPS, on while ``it < loss.lpips_until``; null = always) and
+    ``loss.perceptual`` (:class:`~src.losses.ConvNeXtPerceptualLoss`). ``loss.perceptual_loss``
+    is not used here. A stage-2 ``load_checkpoint`` takes every stage-1 weight whose shape fits
+    and must find all of the frozen encoder and codebook."""
+
+    def build_model(self) -> nn.Module:
+        model = super().build_model()
+        lcfg = self.cfg.loss
+        if lcfg.get("perceptual_loss"):
+            raise ValueError("OneDTokenizerTrainer: use loss.lpips and loss.perceptual, not loss.perceptual_loss")
+        self.lpips = optional_loss(lcfg.get("lpips"), self.device)
+        until = lcfg.get("lpips_until")
+        self.lpips_until = None if until is None else int(until)
+        self.feature_loss = optional_loss(lcfg.get("perceptual"), self.device)
+        self.lpips_on = self.lpips is not None
+        return model
+
+    def train_step(self, batch, it: int) -> Dict[str, float]:
+        self.lpips_on = self.lpips is not None and (self.lpips_until is None or it < self.lpips_until)
+        return super().train_step(batch, it)
+
+    def reconstruction_terms(self, x: torch.Tensor, x_hat: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """``rec`` (MSE or L1), ``lpips`` (while on) and ``perceptual`` (classifier logits)."""
+        terms = super().reconstruction_terms(x, x_hat)
+        if self.lpips_on:
+            terms["lpips"] = self.lpips(x, x_hat)
+        if self.feature_loss is not None:
+            terms["perceptual"] = self.feature_loss(x, x_hat)
+        return terms
+
+    def eval_input(self, image: torch.Tensor) -> torch.Tensor:
+        """Shorter side resized to the model's ``image_size`` (bicubic), centre crop: the fixed
+        input size the token count is made for."""
+        s = self.model.image_size
+        x = image.unsqueeze(0).to(self.device)
+        scale = s / min(x.shape[-2:])
+        size = (max(s, round(x.shape[-2] * scale)), max(s, round(x.shape[-1] * scale)))
+        if size != tuple(x.shape[-2:]):
+            x = F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(-1, 1)
+        top, left = (size[0] - s) // 2, (size[1] - s) // 2
+        return x[..., top:top + s, left:left + s]
+
+    def _load_previous_step(self, spec: dict) -> None:
+        if not self.model.frozen_encoder:
+            return super()._load_previous_step(spec)
+        path = self._previous_step_path(spec)  # stage 2 starts from a stage-1 run
+        state = load_file(path, map_location="cpu")["comp_model"]
+        own = self.model.state_dict()
+        fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        frozen = {f"{prefix}.{k}" for prefix, part in (("encoder", self.model.encoder),
+                                                      ("quantize", self.model.quantize))
+                  for k in part.state_dict()}
+        if frozen - fits.keys():
+            raise RuntimeError(f"{path} does not hold the frozen stage-1 encoder/codebook of this model "
+                               f"(missing or differently shaped: {sorted(frozen - fits.keys())[:6]}); "
+                               f"check that both stages share the encoder and codebook sizes")
+        self.model.load_state_dict(fits, strict=False)
+        if self.ema is not None:
+            self.ema.model.load_state_dict(self.model.state_dict())
+        fresh = sorted(k for k in own if k not in fits)
+        log.info("stage 2 from %s: %d tensors loaded, %d new (%s)", path, len(fits), len(fresh),
+                 ", ".join(fresh[:6]) + (" ..." if len(fresh) > 6 else ""))
+
+
+@TRAINERS.register()
 class ARTrainer(BaseTrainer):
     """Next-token prediction of ``LlamaC2I`` on ``TokenDataset`` grids. Optional ``validation``
     section: ``tokenizer_checkpoint`` (a model with ``decode_indices``), ``fid_cache``,
@@ -211,7 +283,11 @@ class ARTrainer(BaseTrainer):
 
 
 def decode_tokens(decoder: nn.Module, tokens: torch.Tensor, grid: Optional[Tuple[int, int]] = None) -> torch.Tensor:
-    """(B, N) tokens -> images via ``decoder.decode_indices`` on a square grid (or ``grid``)."""
+    """(B, N) tokens -> images via ``decoder.decode_indices`` on a square grid (or ``grid``); a 1D
+    tokenizer (one with ``num_tokens``) takes the sequence as it is."""
+    if getattr(decoder, "num_tokens", None) is not None:
+        with torch.no_grad():
+            return decoder.decode_indices(tokens).float()
     side = math.isqrt(tokens.shape[1])
     h, w = grid or (side, side)
     if h * w != tokens.shape[1]:

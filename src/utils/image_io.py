@@ -95,9 +95,10 @@ def save_rgb(x: Union[torch.Tensor, np.ndarray], path: PathLike) -> None:
     Image.fromarray(arr).save(path)
 
 
-def list_images(folder: PathLike):
-    """Sorted image files directly inside ``folder``."""
+def list_images(folder: PathLike, recursive: bool = False):
+    """Sorted image files directly inside ``folder`` (or anywhere below it with ``recursive``)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")
-    return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if p.is_file() and is_image_file(p))

@@ -38,10 +38,12 @@ class ClusteredVectorQuantizer(nn.Module):
         codebook_size: K. dim: D. beta: commitment weight (on ``||z - sg(e)||^2``).
         distance: ``"l2"`` or ``"cos"`` (selection only; the raw code is returned, as in the paper).
         decay: gamma of the usage EMA. anchor: ``"closest"`` or ``"probrandom"``.
+        reanchor: False switches the usage EMA and re-anchoring off (a plain VQ with the same
+            parameters and buffers, so a run can turn clustering on or off when it resumes).
     """
 
     def __init__(self, codebook_size: int, dim: int, beta: float = 0.25, distance: str = "cos",
-                 decay: float = 0.99, anchor: str = "closest"):
+                 decay: float = 0.99, anchor: str = "closest", reanchor: bool = True):
         super().__init__()
         if distance not in DISTANCES:
             raise ValueError(f"unknown distance {distance!r}; valid: {', '.join(DISTANCES)}")
@@ -51,6 +53,7 @@ class ClusteredVectorQuantizer(nn.Module):
             raise ValueError(f"decay must be in [0, 1), got {decay}")
         self.codebook_size, self.dim = codebook_size, dim
         self.beta, self.distance, self.decay, self.anchor = beta, distance, decay, anchor
+        self.reanchor = reanchor
         self.embedding = nn.Embedding(codebook_size, dim)
         nn.init.uniform_(self.embedding.weight, -1.0 / codebook_size, 1.0 / codebook_size)
         self.register_buffer("embed_prob", torch.zeros(codebook_size))
@@ -68,7 +71,7 @@ class ClusteredVectorQuantizer(nn.Module):
         quantized = flat + (codes - flat).detach()
 
         counts = torch.bincount(indices, minlength=self.codebook_size).float()
-        if self.training:
+        if self.training and self.reanchor:
             counts = self._all_reduce(counts)
             self._update_codebook(flat.detach(), sim, counts)
         stats = usage_from_counts(counts)
@@ -124,4 +127,4 @@ class ClusteredVectorQuantizer(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"codebook_size={self.codebook_size}, dim={self.dim}, distance={self.distance}, "
-                f"decay={self.decay}, anchor={self.anchor}")
+                f"decay={self.decay}, anchor={self.anchor}, reanchor={self.reanchor}")
