@@ -77,6 +77,9 @@ def test_encode_decode_matches_forward_and_size_is_checked():
         assert torch.allclose(model.decode_indices(idx), out["x_hat"], atol=1e-5)
         assert torch.equal(decode_tokens(model, idx), model.decode_indices(idx))
     assert out["x_hat"].abs().max() <= 1
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        q = model(x)["quant"]
+    assert q.quantized.dtype == torch.float32 and q.loss.dtype == torch.float32  # code search in float32
     with pytest.raises(ValueError, match=r"32x32 images into 19 tokens; got \(48, 32\)"):
         model(torch.zeros(1, 3, 48, 32))
     with pytest.raises(ValueError, match=r"expected \(B, 19\)"):

@@ -140,10 +140,15 @@ class OneDTokenizer(nn.Module):
                              f"{self.num_tokens} tokens; got {tuple(x.shape[-2:])} (resize or crop first, "
                              f"e.g. --size {self.image_size})")
 
+    def _quantize(self, x: torch.Tensor):
+        z = self.encoder(x)
+        with torch.autocast(z.device.type, enabled=False):  # code search in float32 under bf16 autocast
+            return self.quantize(z.float())
+
     def encode(self, x: torch.Tensor):
         """x in [-1, 1] -> (codes (B, code_dim, N), indices (B, N))."""
         self._check_size(x)
-        q = self.quantize(self.encoder(x))
+        q = self._quantize(x)
         return q.quantized, q.indices
 
     def decode(self, z_q: torch.Tensor) -> torch.Tensor:
@@ -160,7 +165,7 @@ class OneDTokenizer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Dict[str, Any]:
         self._check_size(x)
-        q = self.quantize(self.encoder(x))
+        q = self._quantize(x)
         return {"x_hat": self.decode(q.quantized), "quant": q}
 
     def get_last_layer(self) -> torch.Tensor:
