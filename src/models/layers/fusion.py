@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import lean
+
 
 def group_norm32(ch: int) -> nn.GroupNorm:
     """32-group GroupNorm, eps 1e-6 (``ch`` must be a multiple of 32)."""
@@ -42,6 +44,8 @@ class GNResBlock(nn.Module):
             self.conv_out = nn.Conv2d(in_ch, out_ch, 1)
 
     def forward(self, x: Tensor) -> Tensor:
+        if lean.lean_enabled(self):  # inference: strips, one extra feature map (lean.py)
+            return lean.resblock(x, self.norm1, self.conv1, self.norm2, self.conv2, getattr(self, "conv_out", None))
         h = self.conv1(F.silu(self.norm1(x)))
         h = self.conv2(F.silu(self.norm2(h)))
         skip = self.conv_out(x) if hasattr(self, "conv_out") else x
@@ -93,4 +97,24 @@ class FuseSftBlock(nn.Module):
 
     def forward(self, dec_feat: Tensor, cond_feat: Tensor, w: float = 1.0) -> Tensor:
         fused = self.fuse_block(torch.cat([cond_feat, dec_feat], dim=1))
+        if lean.lean_enabled(self):
+            return self._modulate_in_strips(dec_feat, fused, w)
         return dec_feat + w * (dec_feat * self.scale(fused) + self.shift(fused))
+
+    def _modulate_in_strips(self, dec: Tensor, fused: Tensor, w: float) -> Tensor:
+        """The last line of ``forward`` row strip by row strip (inference): each branch's two 3x3
+        convs need two halo rows of ``fused``, so no full-size scale or shift map exists."""
+        h = dec.shape[2]
+        out = torch.empty_like(dec)
+        rows = lean.strip_rows(fused, 4)
+        for r0 in range(0, h, rows):
+            r1 = min(h, r0 + rows)
+            m0, m1 = max(0, r0 - 1), min(h, r1 + 1)
+            scale, shift = (
+                lean.conv_rows(F.leaky_relu(lean.conv_rows(fused, 0, h, branch[0], m0, m1), 0.2), m0, h,
+                               branch[2], r0, r1)
+                for branch in (self.scale, self.shift))
+            d = dec[:, :, r0:r1]
+            out[:, :, r0:r1] = d + w * (d * scale + shift)
+        lean.release_freed_memory(out)
+        return out

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.models.layers import lean
+
 FeatureHook = Callable[[int, torch.Tensor], torch.Tensor]
 
 
@@ -49,6 +51,9 @@ class ResnetBlock(nn.Module):
             self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if lean.lean_enabled(self):  # inference: strips, one extra feature map (layers/lean.py)
+            return lean.resblock(x, self.norm1, self.conv1, self.norm2, self.conv2,
+                                 getattr(self, "nin_shortcut", None))
         h = self.conv1(F.silu(self.norm1(x)))
         h = self.conv2(self.dropout(F.silu(self.norm2(h))))
         skip = self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x
@@ -71,7 +76,7 @@ class AttnBlock(nn.Module):
         y = self.norm(x)
         # (B, 1, HW, C) tokens; softmax(q k^T / sqrt(C)) v
         q, k, v = (p(y).flatten(2).transpose(1, 2).unsqueeze(1) for p in (self.q, self.k, self.v))
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = lean.attention_in_chunks(q, k, v) if lean.lean_enabled(self) else F.scaled_dot_product_attention(q, k, v)
         out = out.squeeze(1).transpose(1, 2).reshape(b, c, h, w)
         return x + self.proj_out(out)
 
@@ -84,6 +89,8 @@ class Downsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if lean.lean_enabled(self):
+            return lean.pad_downsample_conv(x, self.conv)
         return self.conv(F.pad(x, (0, 1, 0, 1)))
 
 
@@ -95,6 +102,8 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if lean.lean_enabled(self):
+            return lean.upsample_conv(x, self.conv)
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
@@ -160,7 +169,14 @@ class Encoder(nn.Module):
             if hasattr(level, "downsample"):
                 h = level.downsample(h)
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return _head(h, self.norm_out, self.conv_out)
+
+
+def _head(h: torch.Tensor, norm: nn.GroupNorm, conv: nn.Conv2d) -> torch.Tensor:
+    """``conv(silu(norm(h)))``, in strips without autograd."""
+    if not torch.is_grad_enabled():
+        return lean.norm_silu_conv(h, norm, conv)
+    return conv(F.silu(norm(h)))
 
 
 class Decoder(nn.Module):
@@ -213,4 +229,4 @@ class Decoder(nn.Module):
                 h = feature_hook(i_level, h)
             if hasattr(level, "upsample"):
                 h = level.upsample(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return _head(h, self.norm_out, self.conv_out)
