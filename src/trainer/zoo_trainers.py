@@ -145,10 +145,10 @@ class OneDTokenizerTrainer(VQGANTrainer):
     and must find all of the frozen encoder and codebook."""
 
     def build_model(self) -> nn.Module:
-        model = super().build_model()
         lcfg = self.cfg.loss
         if lcfg.get("perceptual_loss"):
             raise ValueError("OneDTokenizerTrainer: use loss.lpips and loss.perceptual, not loss.perceptual_loss")
+        model = super().build_model()
         self.lpips = optional_loss(lcfg.get("lpips"), self.device)
         until = lcfg.get("lpips_until")
         self.lpips_until = None if until is None else int(until)
