@@ -132,7 +132,7 @@ def reset_peak():  # Linux: clear_refs 5 resets VmHWM (maxrss is inherited acros
         f.write("5")
 
 coder = ImageCoder(load_dcvic({width!r}, "cpu"))
-x = photo({size}, {size})
+x = photo({img_h}, {img_w})
 base = status("VmRSS")
 reset_peak()
 t = time.perf_counter(); enc = coder.encode(x, 1.0, 2.0); te = time.perf_counter() - t
@@ -150,13 +150,19 @@ def bench_memory(args) -> dict:
     ``*_extra_MB`` is the peak above the memory held once the model and the image are loaded."""
     res = {}
     for size in args.memory_sizes:
-        code = MEMORY_CHILD.format(root=str(ROOT), width=args.width, size=size)
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=args.timeout)
+        w, _, h = size.partition("x")
+        name = f"{w}x{h or w}"
+        code = MEMORY_CHILD.format(root=str(ROOT), width=args.width, img_h=int(h or w), img_w=int(w))
+        try:
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            res[name] = {"error": f"not finished within --timeout {args.timeout} s"}
+            continue
         if out.returncode != 0:
-            res[f"{size}x{size}"] = {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
+            res[name] = {"error": out.stderr.strip().splitlines()[-1] if out.stderr else "failed"}
             continue
         base, peak_c, peak_d, te, td = map(float, out.stdout.split()[-5:])
-        res[f"{size}x{size}"] = {"model_loaded_MB": base, "compress_peak_MB": peak_c,
+        res[name] = {"model_loaded_MB": base, "compress_peak_MB": peak_c,
                                  "compress_extra_MB": peak_c - base, "decompress_peak_MB": peak_d,
                                  "decompress_extra_MB": peak_d - base, "compress_s": te, "decompress_s": td}
     return res
@@ -267,7 +273,8 @@ def main(argv=None) -> int:
     p.add_argument("-d", "--device", default="cpu")
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--train_iters", type=int, default=3)
-    p.add_argument("--memory_sizes", type=int, nargs="+", default=[512, 1024, 2048])
+    p.add_argument("--memory_sizes", nargs="+", default=["512", "768x512", "1024", "2048"],
+                   help="image sizes of the memory section: N (square) or WxH")
     p.add_argument("--overhead_model", default=str(ROOT / "results" / "quickstart" / "checkpoint" / "stage3" /
                                                   "model" / "comp_model_iter60.pth.tar"))
     p.add_argument("--timeout", type=int, default=1800)
