@@ -14,8 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from src.trainer import build_trainer  # noqa: E402
-from src.utils import dist  # noqa: E402
+from src.trainer import run_training  # noqa: E402
 from src.utils.config import load_config  # noqa: E402
 
 
@@ -35,20 +34,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import torch
-
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print(f"error: device {args.device!r} requested but CUDA is not available; use -d cpu", file=sys.stderr)
-        return 2
     cfg = load_config(args.config, args.opt)
     exp = args.exp_name or Path(args.config).stem
-    trainer = build_trainer(cfg, exp_name=exp, device=args.device, use_wandb=args.use_wandb, debug=args.debug,
-                            auto_resume=args.auto_resume, dry_run=args.dry_run)
-    try:
-        trainer.train()
-    finally:
-        dist.cleanup()
-    return 0
+    return run_training(cfg, exp, args.device, use_wandb=args.use_wandb, debug=args.debug,
+                        auto_resume=args.auto_resume, dry_run=args.dry_run)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from src.trainer import build_trainer  # noqa: E402
-from src.utils import dist  # noqa: E402
+from src.trainer import run_training  # noqa: E402
 from src.utils.config import load_config  # noqa: E402
 
 STAGES = ("stage1", "stage2")
@@ -74,11 +73,6 @@ def overrides(args) -> list:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import torch
-
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print(f"error: device {args.device!r} requested but CUDA is not available; use -d cpu", file=sys.stderr)
-        return 2
     config = args.config or str(ROOT / "config" / "tokenizer" / "alitok" / f"alitok_{args.stage}.yaml")
     cfg = load_config(config, overrides(args))
     causal = bool(cfg.model.get("causal_decoder", True))
@@ -86,13 +80,7 @@ def main(argv=None) -> int:
         print(f"error: {config} has causal_decoder={causal}, which is not --stage {args.stage}", file=sys.stderr)
         return 2
     exp = args.exp_name or (f"alitok_{args.stage}" if args.config is None else Path(args.config).stem)
-    trainer = build_trainer(cfg, exp_name=exp, device=args.device, use_wandb=args.use_wandb, debug=args.debug,
-                            dry_run=args.dry_run)
-    try:
-        trainer.train()
-    finally:
-        dist.cleanup()
-    return 0
+    return run_training(cfg, exp, args.device, use_wandb=args.use_wandb, debug=args.debug, dry_run=args.dry_run)
 
 
 if __name__ == "__main__":

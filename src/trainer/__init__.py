@@ -11,7 +11,7 @@ from src.utils.registry import TRAINERS
 __all__ = ["BaseTrainer", "NonFiniteLossError", "RateDistortionDemoTrainer", "RateDistortionVqCodeTrainer",
            "DualBetaCondRateDistortionVqCodeTrainer", "DualBetaCondGanDistortionVqCodeTrainer",
            "DualBetaCondOASISGanDistortionVqCodeTrainer", "VQGANTrainer", "FeatureTokenizerTrainer",
-           "PixelDecoderTrainer", "OneDTokenizerTrainer", "ARTrainer", "TRAINERS", "build_trainer"]
+           "PixelDecoderTrainer", "OneDTokenizerTrainer", "ARTrainer", "TRAINERS", "build_trainer", "run_training"]
 
 
 def build_trainer(cfg, **kwargs) -> BaseTrainer:
@@ -22,3 +22,23 @@ def build_trainer(cfg, **kwargs) -> BaseTrainer:
     if name is None:
         raise KeyError("config has no trainer.type")
     return TRAINERS.get(name)(cfg, **kwargs)
+
+
+def run_training(cfg, exp_name: str, device: str, **kwargs) -> int:
+    """What the training scripts do: refuse a CUDA device that is absent (exit status 2), build
+    the trainer (``kwargs`` as :func:`build_trainer`), train, and leave the process group."""
+    import sys
+
+    import torch
+
+    from src.utils import dist
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"error: device {device!r} requested but CUDA is not available; use -d cpu", file=sys.stderr)
+        return 2
+    trainer = build_trainer(cfg, exp_name=exp_name, device=device, **kwargs)
+    try:
+        trainer.train()
+    finally:
+        dist.cleanup()
+    return 0
