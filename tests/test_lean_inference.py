@@ -74,6 +74,10 @@ def test_in_place_equals_a_new_map():
         finally:
             lean.STRIP_ELEMENTS = STRIPS[0]
     assert torch.allclose(fresh, expected, atol=1e-6) and torch.allclose(same, expected, atol=1e-6)
+    with torch.no_grad():  # a non-contiguous input
+        strided = torch.randn(2, 16, 9, 14)[..., ::2]
+        assert torch.allclose(lean.norm_silu_conv(strided, norm, conv), conv(nn.functional.silu(norm(strided))),
+                              atol=1e-6)
     with pytest.raises(ValueError, match="equal widths"):
         lean.norm_silu_conv(x, norm, nn.Conv2d(16, 8, 3, padding=1), inplace=True)
 
