@@ -98,7 +98,8 @@ def group_norm_affine(x: Tensor, norm: nn.GroupNorm):
 
 def norm_silu_conv(x: Tensor, norm: nn.GroupNorm, conv: nn.Conv2d, inplace: bool = False) -> Tensor:
     """``conv(silu(norm(x)))`` in strips. ``inplace`` writes the result over ``x`` (same channel
-    count; the one original row above each strip that its halo needs is kept aside first)."""
+    count): each strip's result is written back only after the next strip, whose halo reaches
+    into it, has read the original rows."""
     b, c, h, w = x.shape
     scale, shift = group_norm_affine(x, norm)
 
@@ -108,20 +109,19 @@ def norm_silu_conv(x: Tensor, norm: nn.GroupNorm, conv: nn.Conv2d, inplace: bool
     if inplace and conv.out_channels != c:
         raise ValueError(f"in-place needs equal widths, got {c} -> {conv.out_channels}")
     out = x if inplace else x.new_empty(b, conv.out_channels, h, w)
-    p = conv.padding[0]
-    rows = strip_rows(x)
-    above: Optional[Tensor] = None  # original rows just above the current strip (in-place only)
+    rows = max(strip_rows(x), conv.padding[0])  # a halo never reaches past the previous strip
+    pending = None  # (rows, result) not yet written (in-place only)
     for r0 in range(0, h, rows):
         r1 = min(h, r0 + rows)
-        if inplace:
-            hi = min(h, r1 + p)
-            held = x[:, :, r0:hi] if above is None else torch.cat([above, x[:, :, r0:hi]], dim=2)
-            start = r0 - (0 if above is None else above.shape[2])
-            above = x[:, :, max(0, r1 - p):r1].clone()
-            y = conv_rows(held, start, h, conv, r0, r1, act)
-        else:
-            y = conv_rows(x, 0, h, conv, r0, r1, act)
-        out[:, :, r0:r1] = y
+        y = conv_rows(x, 0, h, conv, r0, r1, act)
+        if not inplace:
+            out[:, :, r0:r1] = y
+            continue
+        if pending is not None:
+            out[:, :, pending[0]:pending[1]] = pending[2]
+        pending = (r0, r1, y)
+    if pending is not None:
+        out[:, :, pending[0]:pending[1]] = pending[2]
     return out
 
 
