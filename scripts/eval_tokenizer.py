@@ -22,22 +22,15 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make `src` importable without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from src.tokenizer_tools import evaluate_tokenizer, load_tokenizer, write_results  # noqa: E402
+from src.tokenizer_tools import add_tokenizer_args, evaluate_tokenizer, load_tokenizer, write_results  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="training checkpoint (or official file with --config)")
-    p.add_argument("--config", default=None, help="YAML with a 'model' section (default: the checkpoint's)")
-    p.add_argument("--images", required=True, type=Path, help="folder of images")
-    p.add_argument("--out", required=True, type=Path, help="output folder for metrics.json / per_image.csv")
-    p.add_argument("--ema", action="store_true", help="evaluate the EMA weights")
-    p.add_argument("--size", type=int, default=None,
-                   help="resize the shorter side to SIZE and centre-crop (default: whole images)")
-    p.add_argument("--max_images", type=int, default=None, help="only the first N images (sorted)")
+    add_tokenizer_args(p, out_help="output folder for metrics.json / per_image.csv",
+                       ema_help="evaluate the EMA weights")
     p.add_argument("--no_lpips", action="store_true", help="skip LPIPS")
     p.add_argument("--no_rfid", action="store_true", help="skip rFID")
-    p.add_argument("-d", "--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     return p.parse_args(argv)
 
 

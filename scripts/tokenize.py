@@ -30,19 +30,11 @@ else:
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `src` importable
 
-    from src.tokenizer_tools import load_tokenizer, tokenize_folder
+    from src.tokenizer_tools import add_tokenizer_args, load_tokenizer, tokenize_folder
 
     def parse_args(argv=None) -> argparse.Namespace:
         p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("--ckpt", required=True, help="training checkpoint (or official file with --config)")
-        p.add_argument("--config", default=None, help="YAML with a 'model' section (default: the checkpoint's)")
-        p.add_argument("--images", required=True, type=Path, help="folder of images")
-        p.add_argument("--out", required=True, type=Path, help="output folder for the .npy files")
-        p.add_argument("--ema", action="store_true", help="use the EMA weights")
-        p.add_argument("--size", type=int, default=None,
-                       help="resize the shorter side to SIZE and centre-crop (default: whole images)")
-        p.add_argument("--max_images", type=int, default=None, help="only the first N images (sorted)")
-        p.add_argument("-d", "--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+        add_tokenizer_args(p, out_help="output folder for the .npy files")
         return p.parse_args(argv)
 
     def main(argv=None) -> int:
