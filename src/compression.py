@@ -33,10 +33,11 @@ class FolderReport:
     failed: Dict[str, str]
 
     def averages(self) -> Dict[str, float]:
+        """Means of the numeric columns the rows have (no pred_* columns with ``estimate=False``)."""
         if not self.rows:
             return {}
         df = pd.DataFrame(self.rows)
-        return {k: float(df[k].mean()) for k in BITRATE_COLUMNS if k != "img_name"}
+        return {k: float(df[k].mean()) for k in BITRATE_COLUMNS if k != "img_name" and k in df}
 
 
 def compress_folder(coder: ImageCoder, img_dir: os.PathLike, save_dir: os.PathLike, beta_rate: Optional[float],

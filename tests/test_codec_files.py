@@ -71,18 +71,32 @@ def test_folder_is_coded_and_bad_files_are_reported(compressed):
     assert shapes["grey"] == (120, 100) and shapes["rgba"] == (96, 64)
 
 
-def test_real_bits_match_the_model_entropy(compressed, model_file, sample_dir):
+def test_real_bits_match_the_coder_entropy_and_bound_the_estimate(compressed, model_file, sample_dir):
     """Stream bits (header excluded) are within 1% of the entropy of the coded symbols under the
-    coder's tables, and within 3% of the model's continuous estimate (scale-table quantisation)."""
+    coder's own tables: that holds for any weights, so on any CPU.
+
+    The model's continuous estimate (pred_*) is only an upper bound up to the scale table's step:
+    the coder rounds each scale up to the next table entry (at most a factor r = 1.13), and a
+    Gaussian bin's probability under a scale s' >= s is at least s/s' times its probability under
+    s, so each y symbol costs at most log2(r) bits more than estimated (+1% for the 16-bit CDFs).
+    There is no lower bound: where the toy model's scales are overconfident, rounding them up and
+    the coder's floor of 2^-16 per in-range symbol make the stream several percent *smaller* than
+    the estimate, by an amount that depends on how the toy training went on this CPU.
+    """
     row = pd.read_csv(compressed / "_bitrates.csv").set_index("img_name").loc["astronaut"]
-    real = row.z_bit + row.y_bit
-    assert abs(real - row.pred_bit) <= 0.03 * row.pred_bit, (real, row.pred_bit)
     model, cfg = load_codec(CONFIG, model_file, "cpu", OPTS)
     x = torch.from_numpy(np.asarray(Image.open(sample_dir / "astronaut.png")).copy()).permute(2, 0, 1)
     beta_rate, beta_vq = selected_betas(cfg, 1.5)
     ideal = ideal_bits(model, x.float().unsqueeze(0) / 127.5 - 1, beta_rate, beta_vq)
     assert ideal["ideal_z_bit"] <= row.z_bit <= 1.01 * ideal["ideal_z_bit"] + 64
     assert ideal["ideal_y_bit"] <= row.y_bit <= 1.01 * ideal["ideal_y_bit"]
+
+    table = model.entropy_model_y.scale_table
+    step_bits = float(torch.log2(table[1:] / table[:-1]).max())
+    cm = model.context_model
+    n_y = cm.num_slices * cm.slice_ch * (x.shape[1] // 16) * (x.shape[2] // 16)   # 512x512: no padding
+    assert row.y_bit <= 1.01 * (row.pred_y_bit + n_y * step_bits), (row.y_bit, row.pred_y_bit)
+    assert row.pred_z_bit == pytest.approx(ideal["ideal_z_bit"], rel=0.02)   # z: fixed tables, no scales
 
 
 def test_receiver_decodes_identically(compressed, model_file, tmp_path):
@@ -172,3 +186,19 @@ def test_large_images_take_vq_indices_from_windows(model_file):
     assert torch.equal(split, by_hand)
     assert torch.equal(model.vq_encode(x)[1], split)           # eval mode, 1152 px > 1024: windows
     assert torch.equal(model.vq_encode(x[..., :1024])[1], model.vq_model.encode(x[..., :1024])[1])
+
+
+def test_folder_without_estimates_is_summarised(model_file, tmp_path, sample_dir):
+    """compress.py --no_estimate: no pred_* values, and the summary averages what was measured."""
+    from src.compression import compress_folder
+
+    model, cfg = load_codec(CONFIG, model_file, "cpu", OPTS)
+    img_dir = tmp_path / "img"
+    img_dir.mkdir()
+    Image.fromarray(np.asarray(Image.open(sample_dir / "astronaut.png"))[:64, :64]).save(img_dir / "a.png")
+    beta_rate, beta_vq = selected_betas(cfg, 1)
+    report = compress_folder(ImageCoder(model), img_dir, tmp_path / "out", beta_rate, beta_vq, estimate=False,
+                             progress=False)
+    summary = json.loads((tmp_path / "out" / "_avg_bitrate.json").read_text())
+    assert summary["real_bpp"] == pytest.approx(report.rows[0]["real_bpp"]) and "pred_bpp" not in summary
+    assert pd.read_csv(tmp_path / "out" / "_bitrates.csv").pred_bit.isna().all()
