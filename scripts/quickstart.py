@@ -1,6 +1,6 @@
 """The whole DC-VIC pipeline at toy scale, on the photos bundled with scikit-image.
 
-    python scripts/quickstart.py -d cpu            # ~10 minutes on 2 CPU cores
+    python scripts/quickstart.py -d cpu            # toy scale; measured 82 min on a busy 2-core machine (README)
     python scripts/quickstart.py --scale full      # print the full-size commands for a GPU cluster
 
 Stages: tiny f8 VQGAN prior -> steps 1-1, 1-2, 1-3 -> validation crop set -> rate search ->
