@@ -29,6 +29,7 @@ if __package__ in (None, ""):  # run as a file: make `src` importable without in
 
 import pandas as pd
 
+from src.ratecontrol.records import exact_label
 from src.ratecontrol.selection import candidate_table, score_candidates, select_betas, write_selection, \
     yaml_snippet
 
@@ -65,7 +66,7 @@ def evaluate_target(evaluator, cands: pd.DataFrame, target: float, save_dir: Pat
         log.info("target %.3f beta_vq %.2f beta_rate %.4f: bpp %.4f PSNR %.3f FID %.3f", target,
                  c["beta_vq"], c["beta_rate"], q["bpp"], q["psnr"], q["fid"])
     table = score_candidates(pd.DataFrame(rows), alpha)
-    table.to_csv(save_dir / f"candidates_target_rate_{target:.3f}.csv", index=False, float_format="%.6g")
+    table.to_csv(save_dir / f"candidates_target_rate_{exact_label(target, 3)}.csv", index=False, float_format="%.6g")
     return table
 
 

@@ -15,6 +15,7 @@ import torch
 
 from src.ratecontrol import BppCurve, batched_search, betas_for_target_bpp, bisection_search, select_betas
 from src.ratecontrol.records import COLUMNS, read_search_answer, search_csv_name, write_search_csv
+from src.ratecontrol.search import SearchResult
 from src.ratecontrol.selection import write_selection, yaml_snippet
 
 TOL = 1e-3
@@ -266,3 +267,14 @@ def test_scripts_end_to_end(tiny, capsys):
         assert sel.columns.tolist() == ["target_rate", "selected_beta_vq", "selected_beta_rate"]
         assert sel.values.tolist() == [[target, best["beta_vq"], pytest.approx(best["beta_rate"])]]
     assert "selected_beta_rate: [" in capsys.readouterr().out
+
+
+def test_close_targets_never_share_a_result_file(tmp_path):
+    """0.661 and 0.6613 once both wrote ..._target_rate_0.661.csv, and one answer replaced the other."""
+    assert search_csv_name(2.0, 0.1) == "result_beta_vq_2.00_target_rate_0.100.csv"   # the reference's names
+    assert search_csv_name(2.0, 0.661) != search_csv_name(2.0, 0.6613) != search_csv_name(2.0, 0.6616)
+    assert search_csv_name(2.125, 0.1) != search_csv_name(2.13, 0.1)
+    for target, beta in ((0.661, 0.857), (0.6613, 3.0)):
+        write_search_csv(tmp_path, 2.0, SearchResult(target, beta, target, "converged", [(1, beta, target)]))
+    assert read_search_answer(tmp_path, 2.0, 0.661)["beta_rate"] == pytest.approx(0.857)
+    assert read_search_answer(tmp_path, 2.0, 0.6613)["beta_rate"] == pytest.approx(3.0)

@@ -1,6 +1,8 @@
 """CSV files of the rate search: names, writing, and reading the answers back.
 
 One file per (beta_vq, target): ``result_beta_vq_{beta_vq:.2f}_target_rate_{target:.3f}.csv``
+(the reference's names; a value those digits do not hold exactly is written in full, e.g.
+``target_rate_0.6613``, so distinct targets never share a file)
 with columns ``run_cnt, beta_vq, beta_rate, avg_bpp, diff, status``: one row per evaluated
 beta_rate (``run_cnt`` = the pass over the set that evaluated it, ``diff = avg_bpp - target``,
 status ``eval``), then a last row holding the answer, whose status is ``converged``,
@@ -20,9 +22,16 @@ SUMMARY_COLUMNS = ("beta_vq", "target_rate", "method", "status", "beta_rate", "a
                    "passes", "evaluations")
 
 
+def exact_label(value: float, digits: int) -> str:
+    """``value`` with ``digits`` decimals when they hold it exactly (``0.1 -> '0.100'``), else its
+    shortest exact form (``0.6613 -> '0.6613'``): distinct values never get the same label."""
+    short = f"{value:.{digits}f}"
+    return short if float(short) == float(value) else repr(float(value))
+
+
 def search_csv_name(beta_vq: float, target: float) -> str:
-    """``result_beta_vq_2.00_target_rate_0.100.csv``."""
-    return f"result_beta_vq_{beta_vq:.2f}_target_rate_{target:.3f}.csv"
+    """``result_beta_vq_2.00_target_rate_0.100.csv`` (see the module doc for other values)."""
+    return f"result_beta_vq_{exact_label(beta_vq, 2)}_target_rate_{exact_label(target, 3)}.csv"
 
 
 def _write_rows(path: Path, columns: Iterable[str], rows: Iterable[Dict]) -> None:
