@@ -19,8 +19,9 @@ Methods (see src/ratecontrol/search.py):
 Counts: "passes" = passes over the set; "evaluations" = (image, beta_rate) rate evaluations.
 Only the rate path runs (cached VQ indices, g_a, entropy models; no decoder).
 
-Writes result_beta_vq_{:.2f}_target_rate_{:.3f}.csv per pair (last row = the answer, with a
-status column: converged / max_runs / unreachable_high / unreachable_low), search_summary.csv
+Writes result_beta_vq_{:.2f}_target_rate_{:.3f}.csv per pair (a value those digits do not hold is
+written in full; last row = the answer, with a status column: converged / non_monotone / max_runs /
+unreachable_high / unreachable_low), search_summary.csv
 and binary_rate_search.log into save_dir.
 """
 from __future__ import annotations

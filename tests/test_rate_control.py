@@ -16,6 +16,8 @@ import torch
 from src.ratecontrol import BppCurve, batched_search, betas_for_target_bpp, bisection_search, select_betas
 from src.ratecontrol.records import COLUMNS, read_search_answer, search_csv_name, write_search_csv
 from src.ratecontrol.search import SearchResult
+
+USABLE = ("converged", "non_monotone")   # met within tolerance
 from src.ratecontrol.selection import write_selection, yaml_snippet
 
 TOL = 1e-3
@@ -88,7 +90,7 @@ def test_memoisation_and_counts():
 def test_non_monotone_curve_and_run_limit():
     wavy = lambda b: 0.3 + 0.05 * math.sin(3 * b)  # noqa: E731
     results = batched_search(curve_of(wavy), [0.27, 0.33], 3.0, TOL, k=8)
-    assert all(r.status == "converged" and abs(r.diff) <= TOL for r in results)
+    assert all(r.status == "non_monotone" and abs(r.diff) <= TOL for r in results)   # met, but not unique
     curve = curve_of(decreasing)
     r = batched_search(curve, [0.1], 3.0, 1e-9, max_runs=2, k=4)[0]
     assert r.status == "max_runs" and curve.passes == 2 and "NOT reached" in r.message(3.0)
@@ -216,12 +218,13 @@ def test_search_on_tiny_model_beats_bisection(tiny):
     lo, hi = min(values), max(values)
     targets = [lo + (hi - lo) * j / 6 for j in (2, 3, 4)]
     results = batched_search(curve, targets + [hi + 1.0], 3.0, TOL, max_runs=10, k=8)
-    assert all(r.status == "converged" and abs(r.diff) <= TOL for r in results[:3])
+    # the random tiny model's rate is not monotone in beta_rate: answers are met but flagged
+    assert all(r.status in USABLE and abs(r.diff) <= TOL for r in results[:3])
     assert results[3].status == "unreachable_high"
     bis = [bisection_search(BppCurve(ModelRateFunction(tiny["model"], data, 1.0, 4), len(data)),
                             t, 3.0, TOL, max_runs=10) for t in targets]
     print(f"\ntiny model, 3 targets: batched {curve.passes} passes / {curve.evaluations} evaluations "
-          f"(converged 3/3); bisection {sum(r.passes for r in bis)} passes / "
+          f"(met 3/3); bisection {sum(r.passes for r in bis)} passes / "
           f"{sum(r.evaluations for r in bis)} evaluations "
           f"(converged {sum(r.status == 'converged' for r in bis)}/3)")
     assert curve.passes < sum(r.passes for r in bis)
@@ -248,11 +251,11 @@ def test_scripts_end_to_end(tiny, capsys):
     assert search_script.main(argv) == 0
     for bv in (0.5, 2.0):
         ans = read_search_answer(search, bv, target)
-        assert ans["status"] == "converged" and abs(ans["diff"]) <= TOL
+        assert ans["status"] in USABLE and abs(ans["diff"]) <= TOL
         assert read_search_answer(search, bv, 50.0)["status"] == "unreachable_high"
         assert (search / "bisection" / search_csv_name(bv, target)).is_file()
     summary = pd.read_csv(search / "search_summary.csv")
-    assert set(summary["status"]) == {"converged", "unreachable_high"}
+    assert set(summary["status"]) - set(USABLE) == {"unreachable_high"}
     assert (search / "binary_rate_search.log").is_file()
 
     out = root / "selection"
@@ -278,3 +281,18 @@ def test_close_targets_never_share_a_result_file(tmp_path):
         write_search_csv(tmp_path, 2.0, SearchResult(target, beta, target, "converged", [(1, beta, target)]))
     assert read_search_answer(tmp_path, 2.0, 0.661)["beta_rate"] == pytest.approx(0.857)
     assert read_search_answer(tmp_path, 2.0, 0.6613)["beta_rate"] == pytest.approx(3.0)
+
+
+def test_a_rate_that_rises_with_beta_rate_is_not_called_converged():
+    """The toy model's curve 0.6617, 0.6682, 0.6616, 0.6679, ... was once labelled converged."""
+    from src.ratecontrol.search import NON_MONOTONE
+
+    def jumps_up(b):   # falls, then jumps up at beta_rate 1: 0.61 is met near 0.375 and again nowhere else
+        return 0.64 - 0.08 * b if b < 1 else 0.60
+
+    monotone = [r.status for r in batched_search(curve_of(lambda b: 1.0 - 0.1 * b), [0.85, 0.9], 3.0, 1e-4)]
+    assert monotone == ["converged", "converged"]
+    for result in (batched_search(curve_of(jumps_up), [0.61], 3.0, error_delta=5e-4)[0],
+                   bisection_search(curve_of(jumps_up), 0.61, 3.0, error_delta=5e-4)):
+        assert result.status == NON_MONOTONE, (result.status, result.rows)
+        assert abs(result.diff) <= 5e-4 and "NOT MONOTONE" in result.message(3.0)

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 RateFunction = Callable[[Sequence[float]], Sequence[float]]
 
 CONVERGED, MAX_RUNS = "converged", "max_runs"
+#: within tolerance, but the evaluated rate rises with beta_rate somewhere: other beta_rates may
+#: give the same rate, so the answer is one of several (a model that has not learned rate control)
+NON_MONOTONE = "non_monotone"
 UNREACHABLE_HIGH, UNREACHABLE_LOW = "unreachable_high", "unreachable_low"
 
 
@@ -103,6 +106,10 @@ class SearchResult:
             return (f"{head} is UNREACHABLE: below the rate at {at}, the lowest this beta_vq "
                     f"gives up to max_beta_rate={max_beta:g}; raise --max_beta_rate or use a "
                     "larger beta_vq")
+        if self.status == NON_MONOTONE:
+            return (f"{head}: beta_rate {self.beta_rate:.4f} gives {self.avg_bpp:.4f} (diff {self.diff:+.4f}), "
+                    "but the rate is NOT MONOTONE in beta_rate over the evaluated points, so other beta_rates "
+                    "may give it too: the model does not control its rate by beta_rate yet")
         if self.status == MAX_RUNS:
             return (f"{head} NOT reached within the run limit: best beta_rate {self.beta_rate:.4f} "
                     f"gives {self.avg_bpp:.4f} (diff {self.diff:+.4f})")
@@ -142,6 +149,8 @@ def bisection_search(curve: BppCurve, target: float, max_beta: float, error_delt
         status = UNREACHABLE_HIGH
     elif status == MAX_RUNS and hi == float(max_beta):  # every midpoint gave too many bits
         status = UNREACHABLE_LOW
+    if status == CONVERGED and rises(sorted(tried), error_delta):
+        status = NON_MONOTONE
     rows = [(p, b, v) for p, b, v in curve.points if p > start_passes]
     return SearchResult(target, beta, bpp, status, rows, curve.passes - start_passes,
                         curve.evaluations - start_evals)
@@ -198,6 +207,11 @@ def _unreachable(points: Sequence[Tuple[float, float]], target: float, error_del
     if target < min(values) - error_delta:
         return UNREACHABLE_LOW
     return None
+
+
+def rises(points: Sequence[Tuple[float, float]], tolerance: float) -> List[Tuple[float, float]]:
+    """The (beta_a, beta_b) of consecutive points (sorted by beta) whose bpp rises by more than ``tolerance``."""
+    return [(a, b) for (a, fa), (b, fb) in zip(points, points[1:]) if fb > fa + tolerance]
 
 
 def _warn_if_not_monotone(points: Sequence[Tuple[float, float]]) -> None:
@@ -269,4 +283,8 @@ def batched_search(curve: BppCurve, targets: Sequence[float], max_beta: float,
     for i in range(len(targets)):
         if i not in results:
             results[i] = _resolve(curve, targets[i], MAX_RUNS)
+    if rises(curve.sorted_points(), error_delta):
+        for r in results.values():
+            if r.status == CONVERGED:
+                r.status = NON_MONOTONE
     return [results[i] for i in range(len(targets))]

@@ -98,10 +98,11 @@ def betas_for_target_bpp(selection_csv: Path | str, target_bpp: float) -> Tuple[
 
 
 def candidate_table(search_dir: Path, beta_vqs: Sequence[float], targets: Sequence[float],
-                    usable=("converged",)) -> pd.DataFrame:
+                    usable=("converged", "non_monotone")) -> pd.DataFrame:
     """Candidates (target_rate, beta_vq, beta_rate, avg_bpp, status) read from the search CSVs.
 
-    Missing files and answers whose status is not in ``usable`` are left out with a warning.
+    Missing files and answers whose status is not in ``usable`` are left out with a warning;
+    ``non_monotone`` answers are kept (each is within tolerance of its target) with a warning.
     """
     from src.ratecontrol.records import read_search_answer, search_csv_name
 
@@ -114,6 +115,9 @@ def candidate_table(search_dir: Path, beta_vqs: Sequence[float], targets: Sequen
             elif ans["status"] not in usable:
                 log.warning("beta_vq %.2f, target %.3f: search status %s, skipped", bv, t, ans["status"])
             else:
+                if ans["status"] != "converged":
+                    log.warning("beta_vq %.2f, target %.3f: search status %s (the rate is not monotone in "
+                                "beta_rate): used, but the model does not control its rate yet", bv, t, ans["status"])
                 rows.append({"target_rate": float(t), "beta_vq": float(bv), "beta_rate": ans["beta_rate"],
                              "avg_bpp": ans["avg_bpp"], "status": ans["status"]})
     return pd.DataFrame(rows, columns=["target_rate", "beta_vq", "beta_rate", "avg_bpp", "status"])
