@@ -1,0 +1,30 @@
+"""scripts/diagnose_rate_control.py: the numbers it reports are the model's, and it says when a prior is missing."""
+import json
+
+import pytest
+
+import scripts.diagnose_rate_control as diag
+
+
+def test_probe_reports_consistent_rates(tmp_path, capsys):
+    assert diag.main(["--steps", "2", "--num_crops", "2", "--work_dir", str(tmp_path), "--opt",
+                      "subnet.vq_model.ckpt_path=null", "dataset.batch_size=2"]) == 0
+    res = json.loads((tmp_path / "rate_control.json").read_text())
+    pts = res["points"]
+    assert [p["beta_rate"] for p in pts] == [0.0, 0.75, 1.5, 2.25, 3.0]
+    for p in pts:
+        assert p["bpp"] == pytest.approx(p["bpp_y"] + p["bpp_z"], rel=1e-5) and 0 <= p["vq_acc"] <= 1
+    bpps = [p["bpp"] for p in pts]
+    assert res["dbpp_dbeta_rate"] == pytest.approx(diag.slope([p["beta_rate"] for p in pts], bpps))
+    assert res["bpp_ratio_max_over_0"] == pytest.approx(bpps[-1] / bpps[0])
+    assert "d(bpp)/d(beta_rate)" in capsys.readouterr().out
+
+
+def test_slope_is_least_squares():
+    assert diag.slope([0, 1, 2, 3], [3, 1, -1, -3]) == pytest.approx(-2.0)
+
+
+def test_missing_prior_is_named(tmp_path):
+    with pytest.raises(SystemExit, match="VQGAN prior .* not found"):
+        diag.main(["--steps", "1", "--work_dir", str(tmp_path), "--opt",
+                   f"subnet.vq_model.ckpt_path={tmp_path / 'absent.pth.tar'}"])
