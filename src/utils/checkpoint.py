@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import random
 import re
 import tempfile
@@ -94,7 +95,11 @@ def atomic_torch_save(obj: Any, path: os.PathLike) -> None:
 
 
 def rng_state() -> Dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, NumPy, torch (and CUDA) RNG states as tensors, numbers, strings and tuples only, so
+    that a checkpoint holding them loads with ``weights_only=True``."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (name, keys.tolist(), pos, has_gauss, cached),
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -102,7 +107,8 @@ def rng_state() -> Dict[str, Any]:
 
 def set_rng_state(state: Dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]   # keys: a list (or an array in older files)
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -121,12 +127,45 @@ def prune_checkpoints(ckpt_dir: os.PathLike, exp: str, keep_iters: Iterable[int]
     return removed
 
 
-def load_file(path: os.PathLike, map_location: str = "cpu") -> Dict[str, Any]:
+class UntrustedCheckpointError(RuntimeError):
+    """A checkpoint pickles objects other than tensors, numbers, strings and plain containers."""
+
+
+#: NumPy globals of the RNG states in checkpoints written before they were stored as lists
+_OLD_RNG_GLOBALS = [np.core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def unpickling_detail(err: Exception) -> str:
+    """The line of a weights-only failure that names the refused global (else its first line)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    named = next((line for line in lines if "GLOBAL" in line), None)
+    if named is not None:   # drop torch's advice to allow-list the global: not for a stranger's file
+        return named.split(" was not an allowed global")[0].replace("WeightsUnpickler error: ", "")
+    return lines[0] if lines else type(err).__name__
+
+
+def load_file(path: os.PathLike, map_location: str = "cpu", trust: bool = False) -> Dict[str, Any]:
+    """A checkpoint read with ``torch.load(weights_only=True)``: no code from the file runs.
+
+    This project's checkpoints hold only tensors, numbers, strings and plain containers (older
+    ones also NumPy arrays of their RNG state, allowed here). A file that pickles anything else
+    raises :class:`UntrustedCheckpointError`; ``trust=True`` unpickles it fully (it can run any
+    code: only for files whose source you trust).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
+    if trust:
+        log.warning("unpickling %s fully (trust=True): it can run code", path)
         return torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        with torch.serialization.safe_globals(_OLD_RNG_GLOBALS):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UntrustedCheckpointError(
+            f"refusing to load {path}: it pickles objects other than tensors and plain containers "
+            f"({unpickling_detail(e)}), and unpickling them can run code. If you trust the file's source, "
+            f"load it once with src.utils.checkpoint.load_file(path, trust=True) and save its state dict") from e
     except Exception as e:  # corrupt or partial file
         raise RuntimeError(f"cannot read checkpoint {path}: {e}") from e
 

@@ -152,39 +152,63 @@ class VQGAN(nn.Module):
 
 
 # -- checkpoints --------------------------------------------------------------------------------
-class _StubObject:
-    """Stands in for classes of packages that are not installed (e.g. pytorch_lightning)."""
+class InertGlobal:
+    """Stands in for a global that a checkpoint pickles and that is not on the weights-only allow
+    list (Lightning callbacks, ``argparse.Namespace`` hyper-parameters, ... or ``os.system`` in a
+    hostile file). Calling it, as unpickling does, only records the arguments; nothing is imported
+    and no code of the file runs."""
 
     def __init__(self, *args, **kwargs):
-        pass
+        self.__dict__["_args"] = args
 
     def __setstate__(self, state):
         self.__dict__["_state"] = state
 
 
-class _LenientUnpickler(pickle.Unpickler):
+def _allowed_globals() -> Dict[str, Any]:
+    """What ``torch.load(weights_only=True)`` allows: tensor and storage rebuilding, dtypes, plain containers."""
+    from torch._weights_only_unpickler import _get_allowed_globals
+
+    return dict(_get_allowed_globals())
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Resolves only the weights-only allow list; every other global becomes an :class:`InertGlobal`."""
+
+    _allowed: Optional[Dict[str, Any]] = None
+
     def find_class(self, module: str, name: str):
-        try:
-            return super().find_class(module, name)
-        except (ImportError, AttributeError):
-            return type(name, (_StubObject,), {"__module__": module})
+        if _RestrictedUnpickler._allowed is None:
+            _RestrictedUnpickler._allowed = _allowed_globals()
+        found = self._allowed.get(f"{module}.{name}")
+        if found is not None:
+            return found
+        return type(name, (InertGlobal,), {"__module__": f"inert.{module}"})
 
 
-_LENIENT_PICKLE = types.ModuleType("lenient_pickle")
-_LENIENT_PICKLE.Unpickler = _LenientUnpickler
-_LENIENT_PICKLE.load = lambda f, **kw: _LenientUnpickler(f, **kw).load()
+_RESTRICTED_PICKLE = types.ModuleType("restricted_pickle")
+_RESTRICTED_PICKLE.Unpickler = _RestrictedUnpickler
+_RESTRICTED_PICKLE.load = lambda f, **kw: _RestrictedUnpickler(f, **kw).load()
 
 
-def load_checkpoint_file(path: str) -> Any:
-    """``torch.load`` on CPU: safe (weights-only) first; official Lightning checkpoints also pickle
-    training objects, so on failure the file is unpickled fully, with stand-ins for classes of
-    packages that are missing. Only load checkpoints you trust."""
+def load_checkpoint_file(path: str, trust: bool = False) -> Any:
+    """``torch.load`` on CPU without running code from the file.
+
+    Weights-only first; official Lightning / taming checkpoints also pickle training objects
+    (callbacks, hyper-parameters), which are then read by a restricted unpickler: tensors and
+    plain containers are rebuilt, every other global is an inert :class:`InertGlobal`. Only
+    ``trust=True`` unpickles fully (it can run any code).
+    """
+    if trust:
+        logger.warning("unpickling %s fully (trust=True): it can run code", path)
+        return torch.load(path, map_location="cpu", weights_only=False)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        logger.warning("%s is not a weights-only checkpoint (%s); unpickling it fully",
-                       path, str(e).splitlines()[0])
-    return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_LENIENT_PICKLE)
+        from ...utils.checkpoint import unpickling_detail
+
+        logger.info("%s pickles more than weights (%s); reading it with inert stand-ins", path, unpickling_detail(e))
+    return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RESTRICTED_PICKLE)
 
 
 def vq_state_dict(ckpt: Mapping[str, Any],

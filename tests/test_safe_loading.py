@@ -1,0 +1,88 @@
+"""No code runs from a checkpoint file: hostile pickles are refused or read inert, ours load weights-only."""
+import argparse
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from src.models.vq.vqgan import InertGlobal, load_checkpoint_file, vq_state_dict
+from src.utils.checkpoint import (UntrustedCheckpointError, load_file, model_state_from_file, rng_state,
+                                  set_rng_state)
+
+
+class Payload:
+    """Unpickling this runs ``exec``: it writes a marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('code ran')",)
+
+
+class FakeCallback:
+    """Stands for a Lightning callback pickled into an official checkpoint."""
+
+    def __init__(self):
+        self.best = torch.tensor(0.5)
+
+
+@pytest.fixture
+def payload_file(tmp_path):
+    marker = tmp_path / "marker"
+    path = tmp_path / "evil.pth.tar"
+    torch.save({"comp_model": {"w": torch.zeros(2)}, "extra": Payload(marker)}, path)
+    return path, marker
+
+
+def test_own_loader_refuses_a_payload_and_names_the_file(payload_file):
+    path, marker = payload_file
+    with pytest.raises(UntrustedCheckpointError, match="evil.pth.tar") as e:
+        load_file(path)
+    assert "trust=True" in str(e.value)
+    with pytest.raises(UntrustedCheckpointError):
+        model_state_from_file(path)            # the codec's --model_path and load_checkpoint path
+    assert not marker.exists()
+
+
+def test_vqgan_loader_reads_a_payload_inert(payload_file):
+    path, marker = payload_file
+    ckpt = load_checkpoint_file(str(path))
+    assert not marker.exists()
+    assert isinstance(ckpt["extra"], InertGlobal)
+    assert torch.equal(ckpt["comp_model"]["w"], torch.zeros(2))
+
+
+def test_lightning_layout_file_still_gives_its_weights(tmp_path):
+    weights = {"encoder.conv.weight": torch.randn(4, 3, 3, 3), "loss.disc.weight": torch.randn(2)}
+    ckpt = {"epoch": 3, "global_step": 1000, "state_dict": weights,
+            "callbacks": {FakeCallback: FakeCallback()}, "hyper_parameters": argparse.Namespace(lr=1e-4),
+            "optimizer_states": [{"state": {0: {"exp_avg": torch.ones(3)}}, "param_groups": [{"lr": 1e-4}]}]}
+    path = tmp_path / "last.ckpt"
+    torch.save(ckpt, path)
+    with pytest.raises(Exception):
+        torch.load(path, weights_only=True)     # not a weights-only file
+    state = vq_state_dict(load_checkpoint_file(str(path)))
+    assert list(state) == ["encoder.conv.weight"] and torch.equal(state["encoder.conv.weight"],
+                                                                  weights["encoder.conv.weight"])
+
+
+def test_rng_state_is_weights_only_and_restores_exactly(tmp_path):
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    path = tmp_path / "rng.pth"
+    torch.save({"rng": rng_state(), "config": {"model": {"N": 32}, "milestones": [1, 2]}}, path)
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    loaded = torch.load(path, weights_only=True)           # plain types only
+    set_rng_state(loaded["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_old_checkpoints_with_numpy_rng_still_load(tmp_path):
+    np.random.seed(5)
+    old = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    path = tmp_path / "old.pth.tar"
+    torch.save({"comp_model": {"w": torch.ones(1)}, "rng": old}, path)
+    expected = np.random.rand()
+    set_rng_state(load_file(path)["rng"])
+    assert np.random.rand() == expected
