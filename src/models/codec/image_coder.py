@@ -84,6 +84,7 @@ class ImageCoder:
     def decode(self, data: bytes) -> Tuple[Tensor, StreamHeader]:
         """Framed stream -> ((1, 3, H, W) in [-1, 1] on the CPU, header)."""
         header, strings, z_shape = self.parse(data)
+        self._check_betas(header)
         betas = self._betas(header.beta_rate, header.beta_vq, self.device)
         x_hat = self.model.decompress([[s] for s in strings], z_shape, *betas)["x_hat"]
         if not torch.isfinite(x_hat).all():
@@ -91,6 +92,17 @@ class ImageCoder:
         return crop_to(x_hat, header.height, header.width).cpu(), header
 
     # ---------------------------------------------------------------------------- helpers
+    def _check_betas(self, header: StreamHeader) -> None:
+        """Betas outside the range the model was trained on (or NaN) mean a damaged or forged stream."""
+        if not getattr(self.model, "beta_cond", True):
+            return
+        decoder = getattr(self.model, "decoder", None)
+        for name, value, embed in (("beta_rate", header.beta_rate, getattr(decoder, "embed_1", None)),
+                                   ("beta_vq", header.beta_vq, getattr(decoder, "embed_2", None))):
+            if embed is not None and not 0.0 <= value <= embed.max_beta:
+                raise CorruptBitstreamError(f"the header's {name} {value} lies outside the model's "
+                                            f"[0, {embed.max_beta}]")
+
     def _betas(self, beta_rate: float, beta_vq: float, device) -> Tuple[Optional[Tensor], Optional[Tensor]]:
         if not getattr(self.model, "beta_cond", True):
             return None, None
