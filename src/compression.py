@@ -50,14 +50,18 @@ def compress_folder(coder: ImageCoder, img_dir: os.PathLike, save_dir: os.PathLi
     """
     save_dir = Path(save_dir)
     (save_dir / "bin").mkdir(parents=True, exist_ok=True)
-    rows, failed = [], {}
+    rows, failed, coded = [], {}, {}
     for path in tqdm(list_images(img_dir), desc="compress", disable=not progress, unit="img"):
         try:
+            if path.stem in coded:   # img.png and img.jpg would both write img.bin
+                raise ImageReadError(f"{path}: its output {path.stem}.bin is already written for "
+                                     f"{coded[path.stem]}; rename one of them")
             x = to_tensor(load_rgb(path)).unsqueeze(0)
         except ImageReadError as e:
             failed[path.name] = str(e)
             log.warning("skipped %s", e)
             continue
+        coded[path.stem] = path.name
         enc = coder.encode(x, beta_rate, beta_vq)
         atomic_write(save_dir / "bin" / f"{path.stem}.bin", lambda tmp: Path(tmp).write_bytes(enc.data))
         row = {"img_name": path.stem, "header_bit": enc.header_bit, "z_bit": enc.z_bit, "y_bit": enc.y_bit,

@@ -202,3 +202,62 @@ def test_folder_without_estimates_is_summarised(model_file, tmp_path, sample_dir
     summary = json.loads((tmp_path / "out" / "_avg_bitrate.json").read_text())
     assert summary["real_bpp"] == pytest.approx(report.rows[0]["real_bpp"]) and "pred_bpp" not in summary
     assert pd.read_csv(tmp_path / "out" / "_bitrates.csv").pred_bit.isna().all()
+
+
+def test_out_of_range_betas_are_a_corrupt_stream_and_fail_the_folder(compressed, model_file, tmp_path):
+    """A CRC-valid stream whose header holds a beta the model was not trained on is refused as corrupt;
+    decompress.py decodes the folder's other files and exits non-zero."""
+    import dataclasses
+
+    from src.models.codec.bitstream import pack_stream
+
+    coder = ImageCoder(load_codec(CONFIG, model_file, "cpu", OPTS)[0])
+    good = (compressed / "bin" / "odd_65x65.bin").read_bytes()
+    header, strings, z_shape = coder.parse(good)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "good.bin").write_bytes(good)
+    for name, change in (("rate", {"beta_rate": 7.0}), ("vq", {"beta_vq": -1.0})):
+        forged = pack_stream(dataclasses.replace(header, **change), strings, z_shape)
+        with pytest.raises(CorruptBitstreamError, match="outside the model's"):
+            coder.decode(forged)
+        (bin_dir / f"forged_{name}.bin").write_bytes(forged)
+    res = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "decompress.py"), "--config_path", CONFIG,
+                          "--model_path", str(model_file), "--bin_dir", str(bin_dir), "--save_dir",
+                          str(tmp_path / "out"), "-d", "cpu", "--opt", *OPTS], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert (tmp_path / "out" / "good.png").is_file() and not (tmp_path / "out" / "forged_rate.png").exists()
+    assert "forged_rate.bin" in res.stdout and "forged_vq.bin" in res.stdout
+
+
+def _png_declaring(width, height) -> bytes:
+    """A tiny PNG whose header declares ``width x height`` (a decompression bomb for Pillow)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + \
+        chunk(b"IEND", b"")
+
+
+def test_bomb_and_colliding_names_are_per_file_errors(model_file, tmp_path, sample_dir):
+    """A 65535x65535 PNG and a second file with the same stem are reported; the rest is coded."""
+    from src.compression import compress_folder
+
+    model, cfg = load_codec(CONFIG, model_file, "cpu", OPTS)
+    img_dir = tmp_path / "img"
+    img_dir.mkdir()
+    crop = np.asarray(Image.open(sample_dir / "astronaut.png"))[:64, :64]
+    Image.fromarray(crop).save(img_dir / "a.png")
+    Image.fromarray(crop).save(img_dir / "a.jpg")
+    (img_dir / "bomb.png").write_bytes(_png_declaring(65535, 65535))
+    report = compress_folder(ImageCoder(model), img_dir, tmp_path / "out", *selected_betas(cfg, 1),
+                             estimate=False, progress=False)
+    assert [r["img_name"] for r in report.rows] == ["a"]
+    assert "decompression bomb" in report.failed["bomb.png"]
+    assert "already written for a.jpg" in report.failed["a.png"]      # sorted: a.jpg is coded first
+    assert sorted(p.name for p in (tmp_path / "out" / "bin").iterdir()) == ["a.bin"]

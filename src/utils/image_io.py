@@ -56,6 +56,8 @@ def load_rgb(path: PathLike) -> np.ndarray:
         raise
     except UnidentifiedImageError as e:
         raise ImageReadError(f"{path}: not an image Pillow can read") from e
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(f"{path}: refused as a decompression bomb ({e})") from e
     except (OSError, ValueError, SyntaxError) as e:
         raise ImageReadError(f"{path}: cannot decode image ({e})") from e
     arr = np.asarray(rgb, dtype=np.uint8)
