@@ -62,3 +62,13 @@ def test_two_process_gloo_run_writes_one_checkpoint(tmp_path, sample_dir):
     assert "world size 2" in res.stderr
     assert sorted(list_checkpoints(tmp_path, "demo")) == [2]
     assert len(os.listdir(tmp_path / "demo" / "model")) == 1
+
+
+def test_dry_run_writes_nothing(tmp_path, sample_dir):
+    """--dry_run builds everything, runs one step and its validation, and leaves no file behind."""
+    ckpt_dir = tmp_path / "ckpt"
+    cmd = [c for c in train_cmd(ckpt_dir, sample_dir) if c != "eval_step=null"] + ["eval_step=1", "total_iter=5"]
+    res = run(cmd[:5] + ["--dry_run"] + cmd[5:])   # after "-d cpu", before --opt
+    assert res.returncode == 0, res.stderr[-2000:]
+    written = [p for p in ckpt_dir.rglob("*") if p.is_file()] if ckpt_dir.exists() else []
+    assert written == []

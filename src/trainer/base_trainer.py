@@ -172,8 +172,8 @@ class BaseTrainer:
         scaler.update()
 
     def save_samples(self, it: int, images: Dict[str, torch.Tensor]) -> None:
-        """Write ``{name: 3xHxW in [-1,1]}`` under ``samples/iter_<it>/`` and to wandb."""
-        if not self.is_main:
+        """Write ``{name: 3xHxW in [-1,1]}`` under ``samples/iter_<it>/`` and to wandb (not in a dry run)."""
+        if not self.is_main or self.dry_run:
             return
         folder = self.exp_dir / "samples" / f"iter_{it}"
         for name, img in images.items():
