@@ -64,13 +64,23 @@ def test_dict_non_dict_clash_suggests_delete(tmp_path, base, child):
 
 def test_overrides_parse_yaml_and_need_existing_parent(tmp_path):
     path = write(tmp_path / "exp.yaml", "optim: {g: {lr: 0.1}}\nlist: [1]\n")
-    cfg = load_config(path, ["optim.g.lr=1e-3", "optim.g.new=[1, 2]", "list=[3, 4]", "flag=true"])
+    cfg = load_config(path, ["optim.g.lr=1e-3", "+optim.g.new=[1, 2]", "list=[3, 4]", "+flag=true"])
     assert cfg.optim.g.lr == pytest.approx(1e-3)
     assert cfg.optim.g.new == [1, 2] and cfg.list == [3, 4] and cfg.flag is True
     with pytest.raises(ConfigError, match="optim.h"):
         load_config(path, ["optim.h.lr=1"])
     with pytest.raises(ConfigError, match="key.sub=value"):
         load_config(path, ["no_equals_sign"])
+
+
+def test_an_override_of_a_key_no_base_defines_is_an_error(tmp_path):
+    """``trainer.lerning_rate=1e-3`` (a typo) was once added silently and never read."""
+    path = write(tmp_path / "exp.yaml", "trainer: {learning_rate: 0.1, type: T}\n")
+    with pytest.raises(ConfigError, match=r"no key 'lerning_rate' in trainer; did you mean learning_rate\?"):
+        load_config(path, ["trainer.lerning_rate=1e-3"])
+    with pytest.raises(ConfigError, match=r"\+trainer\.lerning_rate"):   # says how to add it on purpose
+        load_config(path, ["trainer.lerning_rate=1e-3"])
+    assert load_config(path, ["+trainer.lerning_rate=1e-3"]).trainer.lerning_rate == pytest.approx(1e-3)
 
 
 def test_attribute_access_and_round_trip(tmp_path):

@@ -18,6 +18,7 @@ The result is a :class:`Config`: a ``dict`` whose nested mappings are also
 from __future__ import annotations
 
 import copy
+import difflib
 import os
 import re
 from pathlib import Path
@@ -175,11 +176,16 @@ def _strip_markers(data: Any) -> Any:
 
 
 def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
-    """Apply ``a.b.c=value`` strings (values parsed as YAML) in place and return ``cfg``."""
+    """Apply ``a.b.c=value`` strings (values parsed as YAML) in place and return ``cfg``.
+
+    The key must exist (a typo is an error naming the closest keys); ``+a.b.c=value`` adds a new one.
+    """
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.sub=value")
         dotted, raw = item.split("=", 1)
+        new_key = dotted.startswith("+")
+        dotted = dotted[1:] if new_key else dotted
         keys = dotted.strip().split(".")
         try:
             value = _yaml_load(raw)
@@ -193,6 +199,12 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
             node = node[k]
         if not isinstance(node, dict):
             raise ConfigError(f"override {item!r}: '{'.'.join(keys[:-1])}' is not a mapping")
+        if keys[-1] not in node and not new_key:
+            close = difflib.get_close_matches(keys[-1], [str(k) for k in node], n=3)
+            where = ".".join(keys[:-1]) or "the top level"
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; keys there: {sorted(map(str, node))[:12]}"
+            raise ConfigError(f"override {item!r}: no key '{keys[-1]}' in {where}{hint} "
+                              f"(write '+{dotted.strip()}=...' to add a new key)")
         node[keys[-1]] = _wrap(value) if isinstance(cfg, Config) else value
     return cfg
 
