@@ -71,13 +71,13 @@ def test_exact_resume_is_bit_identical(tmp_path, sample_dir):
 
 def test_load_checkpoint_section_starts_from_previous_step(tmp_path, sample_dir):
     build_trainer(demo_cfg(tmp_path, sample_dir, total_iter=2), exp_name="step1", device="cpu").train()
-    cfg = demo_cfg(tmp_path, sample_dir, **{"load_checkpoint": "{exp: step1, iter: 2, strict: true, new_g_lr: 0.123}"})
+    cfg = demo_cfg(tmp_path, sample_dir, **{"+load_checkpoint": "{exp: step1, iter: 2, strict: true, new_g_lr: 0.123}"})
     nxt = build_trainer(cfg, exp_name="step2", device="cpu")
     assert nxt.start_iter == 0
     ref = model_state_from_file(checkpoint_path(tmp_path / "ckpt", "step1", 2))
     assert all(torch.equal(v, ref[k]) for k, v in nxt.model.state_dict().items())
     assert nxt.optimizers["g"].param_groups[0]["lr"] == pytest.approx(0.123)
-    bad = demo_cfg(tmp_path, sample_dir, **{"load_checkpoint": "{exp: nothing, iter: 2}"})
+    bad = demo_cfg(tmp_path, sample_dir, **{"+load_checkpoint": "{exp: nothing, iter: 2}"})
     with pytest.raises(FileNotFoundError, match="nothing"):
         build_trainer(bad, exp_name="step3", device="cpu")
 
@@ -102,3 +102,16 @@ def test_nan_loss_names_the_term_and_keeps_last_checkpoint(tmp_path, sample_dir)
     saved = model_state_from_file(checkpoint_path(tmp_path / "ckpt", "nan", 2))
     assert all(torch.isfinite(v).all() for v in saved.values() if v.is_floating_point())
     assert any(not torch.equal(saved[k], good[k]) for k in good)
+
+
+def test_resume_skips_a_corrupt_newest_checkpoint(tmp_path, sample_dir):
+    """A truncated newest file (a crash during a copy, a full disk elsewhere) falls back to the one before."""
+    build_trainer(demo_cfg(tmp_path, sample_dir, keep_step="[2]"), exp_name="run", device="cpu").train()
+    found = list_checkpoints(tmp_path / "ckpt", "run")
+    assert sorted(found) == [2, 4]
+    found[4].write_bytes(found[4].read_bytes()[:200])
+    resumed = build_trainer(demo_cfg(tmp_path, sample_dir, keep_step="[2]"), exp_name="run", device="cpu")
+    assert resumed.start_iter == 2
+    found[2].write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match="none of the 2 checkpoints"):
+        build_trainer(demo_cfg(tmp_path, sample_dir, keep_step="[2]"), exp_name="run", device="cpu")

@@ -29,8 +29,9 @@ from tqdm import tqdm
 from src.data.datasets import build_dataset, collate_images
 from src.data.sampler import ResumableSampler
 from src.utils import dist
-from src.utils.checkpoint import (atomic_torch_save, checkpoint_path, latest_checkpoint, load_file,
-                                  load_model_state, parse_iter_tag, prune_checkpoints, rng_state, set_rng_state)
+from src.utils.checkpoint import (UntrustedCheckpointError, atomic_torch_save, checkpoint_path, latest_checkpoint,
+                                  list_checkpoints, load_file, load_model_state, parse_iter_tag, prune_checkpoints,
+                                  rng_state, set_rng_state)
 from src.utils.config import Config, save_config
 from src.utils.image_io import save_rgb
 from src.utils.logger import WandbLogger, setup_logging
@@ -202,10 +203,22 @@ class BaseTrainer:
         return path
 
     def _resume(self) -> bool:
-        path = latest_checkpoint(self.cfg.get("ckpt_dir", "./checkpoint"), self.exp_name)
-        if path is None:
+        """Resume from the newest readable checkpoint (a corrupt newer one is skipped with a warning)."""
+        found = list_checkpoints(self.cfg.get("ckpt_dir", "./checkpoint"), self.exp_name)
+        if not found:
             return False
-        ckpt = load_file(path, map_location="cpu")
+        for it in sorted(found, reverse=True):
+            path = found[it]
+            try:
+                ckpt = load_file(path, map_location="cpu")
+                break
+            except UntrustedCheckpointError:
+                raise
+            except RuntimeError as e:
+                log.warning("cannot resume from %s (%s); trying the checkpoint before it", path, e)
+        else:
+            raise RuntimeError(f"none of the {len(found)} checkpoints of {self.exp_name} in "
+                               f"{path.parent} can be read; move them away to start from scratch")
         for name, module in self.checkpoint_modules().items():
             load_model_state(module, ckpt[name], strict=True, source=f"{path}:{name}")
         for group in ("optimizers", "schedulers", "scalers"):

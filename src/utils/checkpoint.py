@@ -162,6 +162,8 @@ def load_file(path: os.PathLike, map_location: str = "cpu", trust: bool = False)
         with torch.serialization.safe_globals(_OLD_RNG_GLOBALS):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        if "GLOBAL" not in str(e):   # not a refused object: the bytes are no (complete) pickle
+            raise RuntimeError(f"cannot read checkpoint {path}: {unpickling_detail(e)}") from e
         raise UntrustedCheckpointError(
             f"refusing to load {path}: it pickles objects other than tensors and plain containers "
             f"({unpickling_detail(e)}), and unpickling them can run code. If you trust the file's source, "
