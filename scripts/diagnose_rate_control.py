@@ -80,8 +80,9 @@ def main(argv=None) -> int:
     train_dir, held_dir = work / "train_photos", work / "held_out_photos"
     export_sample_photos(train_dir, TRAIN_PHOTOS)
     export_sample_photos(held_dir, HELD_OUT_PHOTOS)
+    # "+load_checkpoint": set it whether or not the config has one (a step-1-1 config has none)
     opts = [f"ckpt_dir={work / 'checkpoint'}", f"dataset.train_dataset.root_dir={train_dir}", "eval_step=null",
-            "load_checkpoint=null", f"total_iter={args.steps}", f"save_step={args.steps}", *args.opt]
+            "+load_checkpoint=null", f"total_iter={args.steps}", f"save_step={args.steps}", *args.opt]
     cfg = load_config(args.config, opts)
     vq_path = cfg.subnet.vq_model.get("ckpt_path")
     if vq_path and not Path(vq_path).is_file():
