@@ -96,7 +96,6 @@ def test_real_bits_match_the_coder_entropy_and_bound_the_estimate(compressed, mo
     cm = model.context_model
     n_y = cm.num_slices * cm.slice_ch * (x.shape[1] // 16) * (x.shape[2] // 16)   # 512x512: no padding
     assert row.y_bit <= 1.01 * (row.pred_y_bit + n_y * step_bits), (row.y_bit, row.pred_y_bit)
-    assert row.pred_z_bit == pytest.approx(ideal["ideal_z_bit"], rel=0.02)   # z: fixed tables, no scales
 
 
 def test_receiver_decodes_identically(compressed, model_file, tmp_path):
