@@ -16,9 +16,9 @@ import torch
 from src.ratecontrol import BppCurve, batched_search, betas_for_target_bpp, bisection_search, select_betas
 from src.ratecontrol.records import COLUMNS, read_search_answer, search_csv_name, write_search_csv
 from src.ratecontrol.search import SearchResult
+from src.ratecontrol.selection import write_selection, yaml_snippet
 
 USABLE = ("converged", "non_monotone")   # met within tolerance
-from src.ratecontrol.selection import write_selection, yaml_snippet
 
 TOL = 1e-3
 TARGETS = [0.05, 0.075, 0.1, 0.125, 0.15]

@@ -215,7 +215,7 @@ def rises(points: Sequence[Tuple[float, float]], tolerance: float) -> List[Tuple
 
 
 def _warn_if_not_monotone(points: Sequence[Tuple[float, float]]) -> None:
-    bad = [(a, b) for (a, fa), (b, fb) in zip(points, points[1:]) if fb > fa]
+    bad = rises(points, 0.0)
     if bad:
         log.warning("bpp rises with beta_rate between %s: the curve is not monotone (untrained "
                     "model?); the first crossing of each target is used", bad[:3])
