@@ -2,8 +2,9 @@
 
     python scripts/calc_metrics.py --real_dir datasets/kodak --fake_dir out/kodak_q2 -d cuda
 
-Images are paired by file stem. Writes ``_metrics.json`` (means, skipped metrics and why) and
-``_metrics_per_image.csv`` into ``--save_path`` (default: the fake dir) and prints a summary.
+Images are paired by file stem. Writes ``_metrics.json`` (means, skipped metrics and why; a
+non-finite mean such as the PSNR of identical images is written as null and listed under
+``non_finite``) and ``_metrics_per_image.csv`` into ``--save_path`` (default: the fake dir) and prints a summary.
 """
 from __future__ import annotations
 
@@ -22,8 +23,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--real_dir", required=True, type=Path, help="original images")
     p.add_argument("--fake_dir", required=True, type=Path, help="reconstructions (same stems)")
     p.add_argument("-d", "--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--metrics", default=",".join(ALL_METRICS),
-                   help=f"comma-separated subset of {','.join(ALL_METRICS)} (or 'all')")
+    p.add_argument("--metrics", default=None,
+                   help=f"comma-separated subset of {','.join(ALL_METRICS)} (or 'all'). Default: all of "
+                        "them, skipping those whose weights are missing; a metric named here that cannot "
+                        "be computed makes the exit status 1")
     p.add_argument("--save_path", type=Path, default=None,
                    help="folder for _metrics.json and the per-image CSV (default: fake_dir)")
     p.add_argument("--no_progress", action="store_true", help="hide the progress bar")
@@ -33,7 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        metrics = parse_metrics(args.metrics)
+        metrics = parse_metrics(args.metrics or ",".join(ALL_METRICS))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -43,6 +46,11 @@ def main(argv=None) -> int:
                                       args.real_dir, args.fake_dir)
     print(format_summary(result))
     print(f"wrote {json_path} and {csv_path}")
+    missing = list(result.skipped) if args.metrics is not None else []
+    if missing:
+        print(f"error: asked for {', '.join(missing)}, which could not be computed (see SKIPPED above)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -299,3 +299,21 @@ def test_originals_are_read_as_the_codec_reads_them(tmp_path):
     assert [p[0].name for p in pair_images(real, fake)] == ["alpha.png", "rotated.png"]
     result = evaluate_dirs(real, fake, "psnr", progress=False)
     assert math.isinf(result.summary["psnr"])
+
+
+def test_calc_metrics_json_is_strict_and_a_skipped_requested_metric_fails(tmp_path, monkeypatch):
+    """Identical images give an infinite PSNR: written as null (and listed), never as Infinity.
+    A metric asked for by name that cannot be computed makes the exit status 1; the default
+    (every metric, skipping those without weights) still exits 0."""
+    real, fake, out = tmp_path / "real", tmp_path / "fake", tmp_path / "out"
+    write_pair(real, fake, "same", size=(64, 64))
+    Image.open(real / "same.png").save(fake / "same.png")          # bit-identical pair
+    monkeypatch.setattr("src.metrics.evaluate.build_scorers",
+                        lambda m, d: ({"psnr": psnr}, {"lpips": "weights alexnet.pth not found"}))
+    args = ["--real_dir", str(real), "--fake_dir", str(fake), "--save_path", str(out), "--no_progress"]
+    assert calc_metrics.main(args + ["--metrics", "psnr,lpips"]) == 1
+    text = (out / "_metrics.json").read_text()
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert data["metrics"]["psnr"] is None and data["non_finite"] == {"psnr": "inf"}
+    assert data["skipped"] == {"lpips": "weights alexnet.pth not found"}
+    assert calc_metrics.main(args) == 0

@@ -156,15 +156,30 @@ def _patch_metrics(bank: PatchFeatureBank, metrics: list[str], result: EvalResul
         result.summary["kid"], result.summary["kid_std"] = kid_from_features(real, fake)
 
 
+def _json_safe(values: dict) -> tuple[dict, dict]:
+    """Metric means with every non-finite value replaced by None, and those values as strings
+    (``{"psnr": "inf"}``), so that the file is valid JSON for any reader."""
+    safe, non_finite = {}, {}
+    for key, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            safe[key], non_finite[key] = None, str(value)
+        else:
+            safe[key] = value
+    return safe, non_finite
+
+
 def save_result(result: EvalResult, out_dir: Path, real_dir: Path, fake_dir: Path) -> tuple[Path, Path]:
     """Write ``_metrics.json`` (means, skipped metrics) and ``_metrics_per_image.csv``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, csv_path = out_dir / "_metrics.json", out_dir / "_metrics_per_image.csv"
+    metrics, non_finite = _json_safe(result.summary)
     payload = {"real_dir": str(real_dir), "fake_dir": str(fake_dir),
                "num_images": len(result.per_image), "num_patches": result.num_patches,
-               "metrics": result.summary, "skipped": result.skipped}
-    json_path.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
+               "metrics": metrics, "skipped": result.skipped}
+    if non_finite:  # e.g. PSNR of identical images; JSON has no Infinity
+        payload["non_finite"] = non_finite
+    json_path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
     result.per_image.to_csv(csv_path, index=False)
     return json_path, csv_path
 
