@@ -98,3 +98,41 @@ def test_step12_learns_rate_control(trained_toy_codec, sample_dir):
     # (after 300 CPU steps the middle of the curve is not yet ordered; training is seeded, 1 thread)
     assert bpps[2] < min(bpps[0], bpps[1]), bpps
     assert bpps[0] > bpps[2] * 1.02, bpps
+
+
+@pytest.fixture(scope="module")
+def held_out_probe(trained_toy_codec, tmp_path_factory):
+    """The trained toy step 1-2 probed on 16 crops of photos it did not train on: estimated bpp and
+    VQ-index accuracy at five beta_rate values for beta_vq 0, 1.75 and 3.5."""
+    from scripts.diagnose_rate_control import HELD_OUT_PHOTOS, probe
+    from src.data.datasets import ImageDataset, export_sample_photos
+    from src.models.codec.loading import load_codec
+
+    folder = tmp_path_factory.mktemp("held_out")
+    export_sample_photos(folder, HELD_OUT_PHOTOS)
+    model, _ = load_codec(os.path.join(ROOT, "config", "quickstart", "stage1_2.yaml"), trained_toy_codec["path"],
+                          "cpu", ["subnet.vq_model.ckpt_path=null"])
+    ds = ImageDataset(str(folder), image_size=64, seed=1)
+    x = torch.stack([ds[(i % len(ds), 1000 + i)]["image"] for i in range(16)])
+    return {vq: probe(model.eval(), x, [0.0, 0.75, 1.5, 2.25, 3.0], vq) for vq in (0.0, 1.75, 3.5)}
+
+
+# The two properties the paper claims, as issue 13 asks them of the toy run. They do not hold yet:
+# measured on held-out crops, bpp(beta_rate 3) / bpp(0) is 0.87-1.04 and the VQ accuracy is flat in
+# beta_vq (README, "What the toy run does not show yet"). strict: a pass is reported, so the marker
+# goes when the toy recipe learns them.
+OPEN = "issue 13: the toy step 1-2 does not learn the beta trade-off within its CPU budget yet"
+
+
+@pytest.mark.xfail(strict=True, reason=OPEN)
+def test_step12_rate_falls_with_beta_rate_on_held_out_photos(held_out_probe):
+    bpps = [r["bpp"] for r in held_out_probe[1.75]]
+    assert all(a > b for a, b in zip(bpps, bpps[1:])), bpps          # strictly falling at 5 values
+    assert bpps[-1] <= 0.7 * bpps[0], bpps
+
+
+@pytest.mark.xfail(strict=True, reason=OPEN)
+def test_step12_vq_accuracy_rises_with_beta_vq(held_out_probe):
+    for i in (0, 2, 4):                                               # beta_rate 0, 1.5, 3
+        acc = [held_out_probe[vq][i]["vq_acc"] for vq in (0.0, 1.75, 3.5)]
+        assert acc[0] < acc[1] < acc[2] and acc[2] >= acc[0] + 0.05, acc
