@@ -124,14 +124,14 @@ def held_out_probe(trained_toy_codec, tmp_path_factory):
 OPEN = "issue 13: the toy step 1-2 does not learn the beta trade-off within its CPU budget yet"
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN)
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=OPEN)
 def test_step12_rate_falls_with_beta_rate_on_held_out_photos(held_out_probe):
     bpps = [r["bpp"] for r in held_out_probe[1.75]]
     assert all(a > b for a, b in zip(bpps, bpps[1:])), bpps          # strictly falling at 5 values
     assert bpps[-1] <= 0.7 * bpps[0], bpps
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN)
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=OPEN)
 def test_step12_vq_accuracy_rises_with_beta_vq(held_out_probe):
     for i in (0, 2, 4):                                               # beta_rate 0, 1.5, 3
         acc = [held_out_probe[vq][i]["vq_acc"] for vq in (0.0, 1.75, 3.5)]
