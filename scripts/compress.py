@@ -7,6 +7,11 @@ The rate is chosen by one of: ``-q`` (index into the config's selected beta pair
 values interpolate), ``--beta_rate/--beta_vq``, or ``--target_bpp`` with the
 ``beta_selection_results.csv`` of scripts/beta_selection.py (``--selection_csv``).
 Writes ``bin/*.bin``, ``recon/*.png`` (with --decompress), ``_bitrates.csv`` and ``_avg_bitrate.json``.
+
+A file of --img_dir that cannot be read as an image is reported, listed under "failed" in
+``_avg_bitrate.json`` and the rest of the folder is still coded. Entries with an image name that
+are no regular file (a directory named like ``x.png``, a dangling symlink, a symlink loop) are
+skipped with a log line and are not counted as failures.
 """
 from __future__ import annotations
 
@@ -70,7 +75,8 @@ def main(argv=None) -> int:
     avg = report.averages()
     print(f"beta_rate {beta_rate:.4f} beta_vq {beta_vq:.4f}: {len(report.rows)} images, "
           f"real {avg.get('real_bpp', float('nan')):.4f} bpp, estimated {avg.get('pred_bpp', float('nan')):.4f} bpp"
-          f"{f', {len(report.failed)} skipped' if report.failed else ''} -> {args.save_dir}")
+          f"{f', {len(report.failed)} could not be read' if report.failed else ''}"
+          f"{f', {len(report.skipped)} non-file entries skipped' if report.skipped else ''} -> {args.save_dir}")
     return 0
 
 

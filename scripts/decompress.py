@@ -5,7 +5,8 @@
 
 The image size and the betas come from each file's header. A file made by another model, or
 damaged in any way, is reported and skipped (its CRC, lengths and model fingerprint are
-checked before any entropy decoding).
+checked before any entropy decoding, and the entropy decoder never reads past a string).
+Files declaring an image side above --max_side (default 16384 px) are refused the same way.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from src.compression import decompress_folder, device_or_cpu  # noqa: E402
-from src.models.codec.image_coder import ImageCoder  # noqa: E402
+from src.models.codec.image_coder import MAX_DECODE_SIDE, ImageCoder  # noqa: E402
 from src.models.codec.loading import load_codec  # noqa: E402
 
 
@@ -27,6 +28,9 @@ def parse_args(argv=None):
     p.add_argument("--model_path", required=True)
     p.add_argument("--bin_dir", required=True)
     p.add_argument("--save_dir", required=True)
+    p.add_argument("--max_side", type=int, default=MAX_DECODE_SIDE,
+                   help=f"largest image height/width a file may declare (default {MAX_DECODE_SIDE}); "
+                        "larger ones are refused as corrupt")
     p.add_argument("-d", "--device", default="cuda")
     p.add_argument("--opt", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
     return p.parse_args(argv)
@@ -37,7 +41,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     device = device_or_cpu(args.device)
     model, _ = load_codec(args.config_path, args.model_path, device, args.opt)
-    report = decompress_folder(ImageCoder(model, device=device), args.bin_dir, args.save_dir)
+    report = decompress_folder(ImageCoder(model, device=device, max_side=args.max_side), args.bin_dir,
+                               args.save_dir)
     print(f"decoded {len(report.rows)} files to {args.save_dir}"
           f"{f'; {len(report.failed)} could not be decoded: ' + ', '.join(report.failed) if report.failed else ''}")
     return 1 if report.failed else 0   # any file that could not be decoded

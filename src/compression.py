@@ -2,13 +2,15 @@
 
 Used by ``scripts/compress.py``, ``scripts/decompress.py``, ``scripts/eval_kodak.py`` and the
 quickstart. A bad input image is reported and skipped; the rest of the folder is still coded.
+Entries that only look like images (a directory named ``x.png``, a dangling symlink, a symlink
+loop) are no input at all: they are skipped with a log line and not counted as failures.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -19,7 +21,7 @@ from tqdm import tqdm
 from src.models.codec.bitstream import CorruptBitstreamError
 from src.models.codec.image_coder import ImageCoder, estimated_bits
 from src.utils.checkpoint import atomic_write
-from src.utils.image_io import ImageReadError, list_images, load_rgb, save_rgb, to_tensor
+from src.utils.image_io import ImageReadError, load_rgb, save_rgb, scan_images, to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +31,12 @@ BITRATE_COLUMNS = ["img_name", "header_bit", "z_bit", "y_bit", "real_bit", "real
 
 @dataclass
 class FolderReport:
+    """``rows``: one per coded file; ``failed``: name -> error of the files that could not be coded;
+    ``skipped``: name -> reason of the entries that are no files (see :func:`compress_folder`)."""
+
     rows: List[Dict]
     failed: Dict[str, str]
+    skipped: Dict[str, str] = field(default_factory=dict)
 
     def averages(self) -> Dict[str, float]:
         """Means of the numeric columns the rows have (no pred_* columns with ``estimate=False``)."""
@@ -46,12 +52,18 @@ def compress_folder(coder: ImageCoder, img_dir: os.PathLike, save_dir: os.PathLi
     """Code every image of ``img_dir`` into ``save_dir/bin/<name>.bin`` (+ ``recon/<name>.png``).
 
     Writes ``_bitrates.csv`` (one row per image, :data:`BITRATE_COLUMNS`) and
-    ``_avg_bitrate.json`` (means, the betas, the failures) in ``save_dir``.
+    ``_avg_bitrate.json`` (means, the betas, the failures) in ``save_dir``. A file that cannot be
+    read as an image is a failure (``report.failed``); an entry with an image name that is no
+    file (directory, dangling symlink, symlink loop) is skipped with a log line
+    (``report.skipped``), not counted as a failure.
     """
     save_dir = Path(save_dir)
     (save_dir / "bin").mkdir(parents=True, exist_ok=True)
     rows, failed, coded = [], {}, {}
-    for path in tqdm(list_images(img_dir), desc="compress", disable=not progress, unit="img"):
+    images, skipped = scan_images(img_dir)
+    for name, reason in skipped.items():
+        log.info("skipped %s: %s, not an image file", name, reason)
+    for path in tqdm(images, desc="compress", disable=not progress, unit="img"):
         try:
             if path.stem in coded:   # img.png and img.jpg would both write img.bin
                 raise ImageReadError(f"{path}: its output {path.stem}.bin is already written for "
@@ -73,7 +85,7 @@ def compress_folder(coder: ImageCoder, img_dir: os.PathLike, save_dir: os.PathLi
         if decompress:
             x_hat, _ = coder.decode(enc.data)
             save_rgb(x_hat[0], save_dir / "recon" / f"{path.stem}.png")
-    report = FolderReport(rows, failed)
+    report = FolderReport(rows, failed, skipped)
     pd.DataFrame(rows, columns=BITRATE_COLUMNS).to_csv(save_dir / "_bitrates.csv", index=False)
     summary = {**report.averages(), "beta_rate": beta_rate, "beta_vq": beta_vq, "num_images": len(rows),
                "failed": failed}

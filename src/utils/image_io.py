@@ -7,9 +7,11 @@ unreadable, truncated, empty or non-image files are refused.
 """
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
-from typing import Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -97,10 +99,45 @@ def save_rgb(x: Union[torch.Tensor, np.ndarray], path: PathLike) -> None:
     Image.fromarray(arr).save(path)
 
 
-def list_images(folder: PathLike, recursive: bool = False):
-    """Sorted image files directly inside ``folder`` (or anywhere below it with ``recursive``)."""
+def not_a_file_reason(path: PathLike) -> Optional[str]:
+    """Why ``path`` is no regular file to read (a directory, a dangling link, a link loop...), or None."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symlink loop"
+        if os.path.islink(path):
+            return "a dangling symlink"
+        return f"cannot be read ({e.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    return "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+
+
+def scan_images(folder: PathLike, recursive: bool = False) -> Tuple[List[Path], Dict[str, str]]:
+    """Image files of ``folder`` (sorted, as :func:`list_images`), and the entries left out.
+
+    The second value maps each entry that has an image extension but is no regular file
+    (a directory named like ``x.png``, a dangling symlink, a symlink loop, a FIFO...) to the
+    reason; entries without an image extension are ignored, as before. A symlink to an image
+    file is an image file.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")
     found = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in found if p.is_file() and is_image_file(p))
+    files, skipped = [], {}
+    for p in sorted(found):
+        if not is_image_file(p):
+            continue
+        reason = not_a_file_reason(p)
+        if reason is None:
+            files.append(p)
+        else:
+            skipped[str(p.relative_to(folder))] = reason
+    return files, skipped
+
+
+def list_images(folder: PathLike, recursive: bool = False) -> List[Path]:
+    """Sorted image files directly inside ``folder`` (or anywhere below it with ``recursive``)."""
+    return scan_images(folder, recursive)[0]

@@ -41,7 +41,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 MAGIC = b"DCVC"
 FORMAT_VERSION = 1
 FINGERPRINT_BYTES = 8
-#: Largest image side a stream may declare; larger values are treated as corruption.
+#: Largest image side the format allows; larger values are treated as corruption. Decoders
+#: accept less by default (``ImageCoder``'s ``max_side``, ``image_coder.MAX_DECODE_SIDE``).
 MAX_IMAGE_SIDE = 1 << 20
 
 _FIXED = struct.Struct(">4sBIIff8sIIH")  # everything up to and including n_strings

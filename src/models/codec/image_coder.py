@@ -4,23 +4,35 @@ Sender::   image -> pad (reflect, multiple of 64) -> model.compress -> frame (he
 Receiver:: frame -> verify (magic, version, CRC, lengths, fingerprint) -> model.decompress (entropy
            decoding on the CPU; large images in overlapping windows) -> crop -> image
 
-The frame is verified completely before any string reaches compressai's decoder, so a
-damaged file raises :class:`CorruptBitstreamError` instead of crashing the process.
+The frame is verified completely before any entropy decoding, and then each string's length
+against the symbols it must yield; the strings are decoded by the bounds-checked decoder of
+:mod:`src.models.codec.rans_guard` (compressai's own reads past a forged string). So a damaged or
+forged file raises :class:`CorruptBitstreamError` instead of crashing the process. Declared
+image sides above :data:`MAX_DECODE_SIDE` are refused too (``ImageCoder(max_side=...)`` raises it).
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from src.models.codec.bitstream import (CorruptBitstreamError, StreamHeader, model_fingerprint, pack_stream,
-                                        stream_sizes, unpack_stream)
+from src.models.codec.bitstream import (MAX_IMAGE_SIDE, CorruptBitstreamError, StreamHeader, model_fingerprint,
+                                        pack_stream, stream_sizes, unpack_stream)
+from src.models.codec.rans_guard import (check_string_size, cheapest_symbol_bits, guard_entropy_coders,
+                                         min_string_bytes)
 from src.utils.padding import crop_to, pad_to_multiple
 
 PAD_MULTIPLE = 64
+#: Largest image side (pixels) the decoder accepts by default. A stream declaring more is refused
+#: before anything is allocated for it (decoding memory and time grow with the declared area).
+#: ``ImageCoder(model, max_side=...)`` or ``scripts/decompress.py --max_side`` raises it (up to the
+#: format's own limit, :data:`src.models.codec.bitstream.MAX_IMAGE_SIDE`).
+MAX_DECODE_SIDE = 16384
+#: y lies on a grid 4 times finer than z (h_a downsamples by 4)
+Y_PER_Z = 4
 
 
 def as_float32(value: Optional[float]) -> float:
@@ -46,16 +58,27 @@ class ImageCoder:
 
     The model decodes images larger than its ``split_threshold`` in overlapping windows
     (``DCVIC.decode_split``), so the receiver's memory stays bounded.
+
+    Args:
+        model: the codec; its entropy models get the bounds-checked rANS decoder
+            (:func:`~src.models.codec.rans_guard.guard_entropy_coders`).
+        device: where the networks run (entropy coding is on the CPU).
+        max_side: largest image height or width a stream may declare (:data:`MAX_DECODE_SIDE`).
     """
 
-    def __init__(self, model: torch.nn.Module, device: str = "cpu"):
+    def __init__(self, model: torch.nn.Module, device: str = "cpu", max_side: int = MAX_DECODE_SIDE):
+        if not (isinstance(max_side, int) and 1 <= max_side <= MAX_IMAGE_SIDE):
+            raise ValueError(f"max_side must be an integer in [1, {MAX_IMAGE_SIDE}], got {max_side!r}")
         self.device = torch.device(device)
+        self.max_side = max_side
         model.eval()
         model.to("cpu")
         model.update(force=True)  # CDF tables built on the CPU: identical for every device
+        guard_entropy_coders(model.modules())
         self.model = model.to(self.device)
         self.fingerprint = model_fingerprint(model)
         self.num_strings = 1 + int(getattr(getattr(model, "context_model", None), "num_slices", 1))
+        self._symbol_bits = _cheapest_bits(model)
 
     # ----------------------------------------------------------------------------- sender
     @torch.inference_mode()
@@ -74,10 +97,17 @@ class ImageCoder:
 
     # --------------------------------------------------------------------------- receiver
     def parse(self, data: bytes):
+        """Verify a stream without decoding it: frame, model, image size, string lengths.
+
+        Raises :class:`CorruptBitstreamError` for a stream this coder must not decode, before
+        anything sized by the header is allocated.
+        """
         header, strings, z_shape = unpack_stream(data, self.fingerprint)
         if len(strings) != self.num_strings:
             raise CorruptBitstreamError(f"stream holds {len(strings)} entropy strings; this model writes "
                                         f"{self.num_strings}")
+        self._check_size(header)
+        self._check_string_lengths(strings, z_shape)
         return header, strings, z_shape
 
     @torch.inference_mode()
@@ -92,6 +122,34 @@ class ImageCoder:
         return crop_to(x_hat, header.height, header.width).cpu(), header
 
     # ---------------------------------------------------------------------------- helpers
+    def _check_size(self, header: StreamHeader) -> None:
+        if max(header.height, header.width) > self.max_side:
+            raise CorruptBitstreamError(
+                f"the header declares a {header.height}x{header.width} image; this decoder accepts sides up "
+                f"to {self.max_side} px (raise it with ImageCoder(max_side=...) or decompress.py --max_side)")
+
+    def _check_string_lengths(self, strings, z_shape: Tuple[int, int]) -> None:
+        """Each string must be long enough to code the symbols the header implies (see rans_guard)."""
+        for i, s in enumerate(strings):
+            what = "string 0 (z)" if i == 0 else f"string {i} (y slice {i - 1})"
+            check_string_size(s, what)
+            if self._symbol_bits is None:
+                continue
+            n, bits = self._symbol_budget(i, z_shape)
+            need = min_string_bytes(bits, n)
+            if len(s) < need:
+                raise CorruptBitstreamError(f"{what} holds {len(s)} bytes; its {n} symbols need at least {need} "
+                                            f"(stream truncated or forged)")
+
+    def _symbol_budget(self, i: int, z_shape: Tuple[int, int]) -> Tuple[int, float]:
+        """(number of symbols of string ``i``, the fewest bits they can cost) for a z of ``z_shape``."""
+        z_bits, y_bits, slice_ch = self._symbol_bits
+        zh, zw = z_shape
+        if i == 0:
+            return len(z_bits) * zh * zw, zh * zw * sum(z_bits)
+        n = slice_ch * (Y_PER_Z * zh) * (Y_PER_Z * zw)
+        return n, n * y_bits
+
     def _check_betas(self, header: StreamHeader) -> None:
         """Betas outside the range the model was trained on (or NaN) mean a damaged or forged stream."""
         if not getattr(self.model, "beta_cond", True):
@@ -108,6 +166,18 @@ class ImageCoder:
             return None, None
         return (torch.tensor([beta_rate], dtype=torch.float32, device=device),
                 torch.tensor([beta_vq], dtype=torch.float32, device=device))
+
+
+def _cheapest_bits(model: torch.nn.Module) -> Optional[Tuple[List[float], float, int]]:
+    """(cheapest bits per z channel, cheapest bits of any y symbol, channels per y slice), from the
+    model's CDF tables; None for a model without DC-VIC's z / ChARM-sliced y layout."""
+    ez, ey = getattr(model, "entropy_model_z", None), getattr(model, "entropy_model_y", None)
+    slice_ch = getattr(getattr(model, "context_model", None), "slice_ch", None)
+    if ez is None or ey is None or slice_ch is None:
+        return None
+    z_bits = cheapest_symbol_bits(ez._quantized_cdf.tolist(), ez._cdf_length.tolist())
+    y_bits = cheapest_symbol_bits(ey._quantized_cdf.tolist(), ey._cdf_length.tolist())
+    return z_bits, min(y_bits), int(slice_ch)
 
 
 def estimated_bits(model: torch.nn.Module, x: Tensor, beta_rate, beta_vq) -> Dict[str, float]:
