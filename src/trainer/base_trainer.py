@@ -183,10 +183,14 @@ class BaseTrainer:
                                for k, v in images.items()}, it)
 
     # ------------------------------------------------------------ checkpoints
+    def before_save(self) -> None:
+        """Bring state derived from the weights up to date before a checkpoint is written (no-op)."""
+
     def save_checkpoint(self, it: int) -> Optional[Path]:
         if not self.is_main:
             dist.barrier()
             return None
+        self.before_save()
         state = {name: m.state_dict() for name, m in self.checkpoint_modules().items()}
         state.update({
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},

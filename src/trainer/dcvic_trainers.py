@@ -110,13 +110,19 @@ class RateDistortionVqCodeTrainer(BaseTrainer):
         logs["vq_acc"] = (out["vq_logits"].argmax(1) == out["vq_indices"]).float().mean().item()
         return logs
 
+    def before_save(self) -> None:
+        """The entropy coder's tables are saved with the weights they were built from, so that
+        every receiver codes with these tables instead of rebuilding its own."""
+        with torch.no_grad():
+            self.model.update(force=True)
+
     # -------------------------------------------------------------- validation
     def validation_points(self):
         return [(None, None, "")]
 
     def validate(self, it: int) -> Dict[str, float]:
         """Real bpp (framed files), PSNR and MS-SSIM on the evaluation images at each validation point."""
-        coder = ImageCoder(self.model, device=str(self.device))
+        coder = ImageCoder(self.model, device=str(self.device), rebuild_tables=True)
         limit = int(self.cfg.get("eval_max_images") or len(self.eval_dataset))
         metrics: Dict[str, float] = {}
         for beta_rate, beta_vq, label in self.validation_points():

@@ -37,6 +37,11 @@ class RateDistortionDemoTrainer(BaseTrainer):
         psnr = -10 * torch.log10(mse.detach().clamp_min(1e-10))
         return {"loss": loss.item(), "bpp": bpp.item(), "psnr": psnr.item(), "aux": aux.item()}
 
+    def before_save(self) -> None:
+        """Save the entropy coder's tables with the weights they were built from."""
+        with torch.no_grad():
+            self.model.update(force=True)
+
     def validate(self, it: int) -> Dict[str, float]:
         """Real bits from compressai's rANS coder on the evaluation images, and PSNR."""
         self.model.update(force=True)

@@ -57,6 +57,11 @@ class CorruptBitstreamError(ValueError):
     """The bytes are not a valid stream for this format (or for this model)."""
 
 
+class EntropyDesyncError(CorruptBitstreamError):
+    """An intact frame for this model whose entropy strings did not decode as they were coded:
+    the receiver's entropy parameters differ from the sender's, or the stream was forged."""
+
+
 @dataclass(frozen=True)
 class StreamHeader:
     """Typed header of one stream.

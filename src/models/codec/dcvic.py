@@ -13,8 +13,8 @@ indices of a frozen VQGAN f8 and fuses its own features into the VQGAN decoder::
 
 CompressAI contract: ``forward`` (rates from likelihoods), ``compress -> {"strings", "shape"}``,
 ``decompress -> {"x_hat"}``, ``update()``, ``aux_loss()``. The entropy parameters (h_s, ChARM,
-CDFs) are computed on the CPU in float32 during compress/decompress, so a stream made on one
-device decodes on another. ``beta_cond=False`` is the unconditioned step-1-1 model.
+CDFs) are computed on the CPU in float64 during compress/decompress, so that a stream made on
+one device decodes on another (with a small residual risk, see ``_entropy_on_cpu``). ``beta_cond=False`` is the unconditioned step-1-1 model.
 """
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ from src.utils.registry import MODELS, SUBNETS
 
 logger = logging.getLogger(__name__)
 ENC_VQ_INPUTS = ("onehot_indices", "norm_indices")
+#: arithmetic of the entropy parameters (h_s, ChARM) when coding (see ``DCVIC._entropy_on_cpu``)
+ENTROPY_DTYPE = torch.float64
 
 
 def bits_per_pixel(likelihoods: Tensor, num_pixels: int) -> Tensor:
@@ -139,12 +141,18 @@ class DCVIC(nn.Module):
 
     @contextlib.contextmanager
     def _entropy_on_cpu(self):
-        """Run h_s, ChARM and both entropy models on the CPU in float32, then move them back."""
+        """Run h_s, ChARM and both entropy models on the CPU in float64, then move them back.
+
+        The scale indices and means the rANS coder depends on must come out the same for the
+        sender and the receiver. In float32, a thread count or CPU kernel set of its own changes
+        them by a few ulps, enough for a scale to cross a scale-table boundary now and then
+        (the decoder then desynchronises); float64 makes such a crossing less likely by the ratio
+        of the precisions (about 5e8). It is not a guarantee: that needs integer arithmetic (open work, README)."""
         mods = [self.hyperdecoder, self.context_model, self.entropy_model_z, self.entropy_model_y]
         where = [_location(m) for m in mods]
         try:
             for m in mods:
-                m.to(device="cpu", dtype=torch.float32)
+                m.to(device="cpu", dtype=ENTROPY_DTYPE)
             yield
         finally:
             for m, (dev, dt) in zip(mods, where):
@@ -289,7 +297,7 @@ class DCVIC(nn.Module):
         y = self.encode(x, beta_rate, beta_vq, vq_indices)["y"]
         z = self.hyperencoder(y)
         with self._entropy_on_cpu():
-            y, z = y.float().cpu(), z.float().cpu()
+            y, z = y.to("cpu", ENTROPY_DTYPE), z.to("cpu", ENTROPY_DTYPE)
             z_strings = self.entropy_model_z.compress(z)
             z_hat = self.entropy_model_z.decompress(z_strings, z.shape[-2:])
             hyper_out = self.hyperdecoder(z_hat)
@@ -298,11 +306,11 @@ class DCVIC(nn.Module):
 
     @torch.no_grad()
     def decompress_latent(self, strings: Sequence[List[bytes]], shape: Sequence[int]) -> Tensor:
-        """Entropy decoding only (on the CPU): strings -> y_hat (on the CPU)."""
+        """Entropy decoding only (on the CPU): strings -> y_hat (on the CPU, float32)."""
         with self._entropy_on_cpu():
             z_hat = self.entropy_model_z.decompress(list(strings[0]), tuple(shape))
-            hyper_out = self.hyperdecoder(z_hat)
-            return self.context_model.decompress(strings[1:], hyper_out, self.entropy_model_y)
+            hyper_out = self.hyperdecoder(z_hat.to(ENTROPY_DTYPE))
+            return self.context_model.decompress(strings[1:], hyper_out, self.entropy_model_y).float()
 
     @torch.no_grad()
     def decompress(self, strings: Sequence[List[bytes]], shape: Sequence[int], beta_rate=None,

@@ -19,8 +19,8 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from src.models.codec.bitstream import (MAX_IMAGE_SIDE, CorruptBitstreamError, StreamHeader, model_fingerprint,
-                                        pack_stream, stream_sizes, unpack_stream)
+from src.models.codec.bitstream import (MAX_IMAGE_SIDE, CorruptBitstreamError, EntropyDesyncError, StreamHeader,
+                                        model_fingerprint, pack_stream, stream_sizes, unpack_stream)
 from src.models.codec.rans_guard import (check_string_size, cheapest_symbol_bits, guard_entropy_coders,
                                          min_string_bytes)
 from src.utils.padding import crop_to, pad_to_multiple
@@ -64,16 +64,22 @@ class ImageCoder:
             (:func:`~src.models.codec.rans_guard.guard_entropy_coders`).
         device: where the networks run (entropy coding is on the CPU).
         max_side: largest image height or width a stream may declare (:data:`MAX_DECODE_SIDE`).
+        rebuild_tables: rebuild the entropy coder's tables from the weights (training-time
+            validation, where the weights change). By default the tables stored with the
+            model are used as they are and only missing ones are built: tables rebuilt on
+            another machine can differ in their last bits (CPU kernels), and the stream's
+            fingerprint covers them.
     """
 
-    def __init__(self, model: torch.nn.Module, device: str = "cpu", max_side: int = MAX_DECODE_SIDE):
+    def __init__(self, model: torch.nn.Module, device: str = "cpu", max_side: int = MAX_DECODE_SIDE,
+                 rebuild_tables: bool = False):
         if not (isinstance(max_side, int) and 1 <= max_side <= MAX_IMAGE_SIDE):
             raise ValueError(f"max_side must be an integer in [1, {MAX_IMAGE_SIDE}], got {max_side!r}")
         self.device = torch.device(device)
         self.max_side = max_side
         model.eval()
         model.to("cpu")
-        model.update(force=True)  # CDF tables built on the CPU: identical for every device
+        model.update(force=rebuild_tables)  # built on the CPU when missing
         guard_entropy_coders(model.modules())
         self.model = model.to(self.device)
         self.fingerprint = model_fingerprint(model)
@@ -116,7 +122,15 @@ class ImageCoder:
         header, strings, z_shape = self.parse(data)
         self._check_betas(header)
         betas = self._betas(header.beta_rate, header.beta_vq, self.device)
-        x_hat = self.model.decompress([[s] for s in strings], z_shape, *betas)["x_hat"]
+        try:
+            x_hat = self.model.decompress([[s] for s in strings], z_shape, *betas)["x_hat"]
+        except CorruptBitstreamError as err:
+            # the frame passed its CRC and fingerprint checks, so the bytes are as written
+            raise EntropyDesyncError(
+                f"entropy decoding failed on an intact stream of this model ({err}). Either the stream "
+                "was forged with a valid CRC, or this machine computes the entropy parameters differently "
+                "from the sender's (other CPU kernels, thread count or device) and the rANS decoder lost "
+                "step with the encoder; no image is written") from err
         if not torch.isfinite(x_hat).all():
             raise CorruptBitstreamError("decoding produced non-finite pixels")
         return crop_to(x_hat, header.height, header.width).cpu(), header

@@ -30,7 +30,9 @@ def load_codec(config_path: str | os.PathLike, model_path: Optional[str | os.Pat
     """Config + checkpoint (ours, or a released ``.pth.tar`` with ``comp_model``) -> eval-mode model.
 
     ``model_path=None`` keeps the random initialisation (tests and smoke runs only).
-    The CDF tables are rebuilt on the CPU (``update(force=True)``) so every device codes alike.
+    The entropy coder's tables (CDFs, offsets, lengths, scale table) are used as the file stores
+    them, so that every machine codes with the same tables; a file without them (a checkpoint
+    saved before any table was built) gets them built here, on the CPU, with a warning.
     """
     cfg = load_config(config_path, list(overrides))
     model = build_codec(cfg)
@@ -43,8 +45,21 @@ def load_codec(config_path: str | os.PathLike, model_path: Optional[str | os.Pat
     else:
         log.warning("no --model_path given: the codec is RANDOMLY INITIALISED")
     model.eval()
-    model.update(force=True)
+    if model_path is not None and not has_entropy_tables(model):
+        log.warning("%s stores no entropy-coding tables: building them on this machine. Tables built on "
+                    "different machines can differ in their last bits, and a stream only decodes with the "
+                    "tables it was made with: write them into the file once with scripts/export_model.py "
+                    "and use that file everywhere", model_path)
+    model.update(force=False)
     return model.to(torch.device(device)), cfg
+
+
+def has_entropy_tables(model: nn.Module) -> bool:
+    """True when every CompressAI entropy model in ``model`` holds built CDF tables."""
+    from compressai.entropy_models import EntropyModel
+
+    models = [m for m in model.modules() if isinstance(m, EntropyModel)]
+    return bool(models) and all(m._offset.numel() > 0 and m._quantized_cdf.numel() > 0 for m in models)
 
 
 def selected_betas(cfg: Config, quality: float) -> tuple[float, float]:
