@@ -14,12 +14,37 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make `src` importable without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from src.metrics.bd import bd_quality, bd_rate, higher_is_better
-from src.metrics.rd import PLOT_METRICS, load_rd_csv
+
+def metrics_module(name: str):
+    """``src.metrics.<name>`` (``bd`` or ``rd``: numpy, pandas, bjontegaard) without torch.
+
+    ``import src.metrics.bd`` would first run src/metrics/__init__.py, which imports the FID and
+    LPIPS wrappers and with them torch. Unless the package is already imported, the module file is
+    loaded on its own, under its usual name (so ``rd``'s ``from src.metrics.bd import ...`` finds it).
+    """
+    import importlib
+    import importlib.util
+
+    full = f"src.metrics.{name}"
+    if full in sys.modules or "src.metrics" in sys.modules:
+        return importlib.import_module(full)
+    import src  # an empty package: light
+
+    path = Path(next(iter(src.__path__))) / "metrics" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(full, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[full] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[full]
+        raise
+    return module
 
 
 def pick_curve(spec: str):
     """``path.csv[:model]`` -> (label, DataFrame)."""
+    load_rd_csv = metrics_module("rd").load_rd_csv
     path, sep, model = spec.rpartition(":")
     if not (sep and path.lower().endswith(".csv")):
         path, model = spec, ""
@@ -40,11 +65,13 @@ def main(argv=None) -> int:
     p.add_argument("--test", required=True, action="append")
     p.add_argument("--method", default="pchip", choices=("pchip", "akima", "cubic"))
     args = p.parse_args(argv)
+    bd, rd = metrics_module("bd"), metrics_module("rd")
+    bd_quality, bd_rate, higher_is_better = bd.bd_quality, bd.bd_rate, bd.higher_is_better
     a_name, anchor = pick_curve(args.anchor)
     for spec in args.test:
         t_name, test = pick_curve(spec)
         print(f"{t_name} vs {a_name}:")
-        for m in PLOT_METRICS:
+        for m in rd.PLOT_METRICS:
             if m in anchor and m in test:
                 hb = higher_is_better(m)
                 a, t = anchor[["bpp", m]].dropna(), test[["bpp", m]].dropna()  # points without this metric

@@ -21,14 +21,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-
+# torch is imported by the functions that use it, so that --help does not wait for it.
 ROOT = Path(__file__).resolve().parents[1]
 FULL_CONFIG = ROOT / "config" / "dc_vic_patchgan.yaml"
 TOY_CONFIG = ROOT / "config" / "quickstart" / "stage3.yaml"
 
 
 def machine() -> dict:
+    import torch
+
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -44,6 +45,7 @@ def machine() -> dict:
 
 def photo(height: int = 512, width: int = 768) -> torch.Tensor:
     """A real photo (scikit-image's astronaut/coffee tiled and cropped) as (1, 3, H, W) in [-1, 1]."""
+    import torch
     from skimage import data
 
     img = torch.from_numpy(data.coffee().copy()).permute(2, 0, 1).float() / 127.5 - 1
@@ -62,6 +64,8 @@ def _timed(fn, repeat: int = 1):
 
 
 def load_dcvic(width: str, device: str):
+    import torch
+
     from src.models.codec.loading import load_codec
 
     config = FULL_CONFIG if width == "full" else TOY_CONFIG
@@ -72,6 +76,7 @@ def load_dcvic(width: str, device: str):
 
 def bench_codec(args) -> dict:
     """Seconds to compress / decompress a 768x512 photo: DC-VIC and compressai baselines, same run."""
+    import torch
     from compressai.models import Elic2022Official, MeanScaleHyperprior
 
     from src.models.codec.image_coder import ImageCoder
@@ -208,6 +213,7 @@ def bench_training(args) -> dict:
 
 def bench_flops(args) -> dict:
     """FLOPs of encode (g_a path) and decode (reconstruction path) for 768x512; measured fp32 peak."""
+    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     model = load_dcvic(args.width, args.device)
@@ -231,6 +237,8 @@ def bench_flops(args) -> dict:
 
 
 def measured_peak() -> dict:
+    import torch
+
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     t, _ = _timed(lambda: a @ b, 3)
     conv = torch.nn.Conv2d(192, 192, 3, padding=1).eval()

@@ -27,12 +27,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make `src` importable without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pandas as pd
-
-from src.ratecontrol.records import exact_label
-from src.ratecontrol.selection import candidate_table, score_candidates, select_betas, write_selection, \
-    yaml_snippet
-
+# pandas and src.ratecontrol (pandas, torch) are imported where used, after parse_args.
 log = logging.getLogger("beta_selection")
 
 
@@ -59,6 +54,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 def evaluate_target(evaluator, cands: pd.DataFrame, target: float, save_dir: Path,
                     alpha: float) -> pd.DataFrame:
     """PSNR / FID / score of every candidate of one target; writes its CSV."""
+    import pandas as pd
+
+    from src.ratecontrol.records import exact_label
+    from src.ratecontrol.selection import score_candidates
+
     rows = []
     for _, c in cands.iterrows():
         q = evaluator(c["beta_vq"], c["beta_rate"])
@@ -96,6 +96,9 @@ def make_evaluator(args, data):
 def main(argv=None) -> int:
     """Run the script; returns the exit status (0 on success)."""
     args = parse_args(argv)
+    import pandas as pd
+
+    from src.ratecontrol.selection import candidate_table, select_betas, write_selection, yaml_snippet
     from src.ratecontrol.valset import load_val_set
     from src.utils.logger import setup_logging
 

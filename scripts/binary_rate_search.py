@@ -34,9 +34,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make `src` importable without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from src.ratecontrol.records import summary_row, write_search_csv, write_summary
-from src.ratecontrol.search import CONVERGED, BppCurve, batched_search, bisection_search
-
+# src.ratecontrol (pandas; torch for the model) is imported where used, after parse_args.
 log = logging.getLogger("binary_rate_search")
 
 
@@ -64,6 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def search_one_beta_vq(rate_fn, n_images: int, beta_vq: float, args, method: str):
     """All targets of one beta_vq with one method -> list of SearchResult (order of targets)."""
+    from src.ratecontrol.search import BppCurve, batched_search, bisection_search
+
     targets, m = list(args.target_rate), args.max_beta_rate
     if method == "bisection":
         return [bisection_search(BppCurve(rate_fn, n_images), t, m, args.error_delta, args.max_runs)
@@ -78,6 +78,8 @@ def search_one_beta_vq(rate_fn, n_images: int, beta_vq: float, args, method: str
 def run_method(model, data, args, method: str, save_dir: Path) -> list:
     """Search every beta_vq with ``method``; write the CSVs; return the summary rows."""
     from src.ratecontrol.rate import ModelRateFunction
+    from src.ratecontrol.records import summary_row, write_search_csv, write_summary
+    from src.ratecontrol.search import CONVERGED
 
     rows = []
     for bv in args.beta_vq:
@@ -116,6 +118,7 @@ def main(argv=None) -> int:
     """Run the script; returns the exit status (0 on success)."""
     args = parse_args(argv)
     from src.models.codec.loading import load_codec
+    from src.ratecontrol.search import CONVERGED
     from src.ratecontrol.valset import load_val_set
     from src.utils.logger import setup_logging
 

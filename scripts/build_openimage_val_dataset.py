@@ -21,9 +21,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make `src` importable without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from src.ratecontrol.valset import build_val_set, val_set_dir, vq_index_encoder, vqgan_type_of
-from src.utils.image_io import list_images
-
 DEFAULT_CONFIG = "config/_base_/model/hyperprior_charm_dual_cond_vic_model_vq_f8_n256.yaml"
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("build_openimage_val_dataset")
@@ -65,6 +62,9 @@ def build_vqgan(args):
 def main(argv=None) -> int:
     """Run the script; returns the exit status (0 on success)."""
     args = parse_args(argv)
+    from src.ratecontrol.valset import build_val_set, val_set_dir, vq_index_encoder, vqgan_type_of  # torch
+    from src.utils.image_io import list_images
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.crop_size % 64:
         log.error("--crop_size must be a multiple of 64 (DC-VIC input), got %d", args.crop_size)

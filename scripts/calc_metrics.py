@@ -15,7 +15,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make `src` importable without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from src.metrics.evaluate import ALL_METRICS, evaluate_dirs, format_summary, parse_metrics, save_result
+# src.metrics.evaluate.ALL_METRICS, written out here: that module imports torch, and --help must not
+# (tests/test_script_help.py checks that the two agree).
+METRIC_NAMES = ("psnr", "ms_ssim", "lpips", "dists", "fid", "kid")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -24,7 +26,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fake_dir", required=True, type=Path, help="reconstructions (same stems)")
     p.add_argument("-d", "--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--metrics", default=None,
-                   help=f"comma-separated subset of {','.join(ALL_METRICS)} (or 'all'). Default: all of "
+                   help=f"comma-separated subset of {','.join(METRIC_NAMES)} (or 'all'). Default: all of "
                         "them, skipping those whose weights are missing; a metric named here that cannot "
                         "be computed makes the exit status 1")
     p.add_argument("--save_path", type=Path, default=None,
@@ -35,6 +37,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from src.metrics.evaluate import ALL_METRICS, evaluate_dirs, format_summary, parse_metrics, save_result
+
     try:
         metrics = parse_metrics(args.metrics or ",".join(ALL_METRICS))
     except ValueError as err:

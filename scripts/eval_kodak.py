@@ -18,12 +18,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import pandas as pd  # noqa: E402
-
-from src.compression import device_or_cpu, evaluate_rate_point  # noqa: E402
-from src.models.codec.image_coder import ImageCoder  # noqa: E402
-from src.models.codec.loading import load_codec, selected_betas  # noqa: E402
-
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,6 +39,8 @@ def rate_points(args, cfg):
     if (args.quality is None) == (args.target_bpp is None):
         raise SystemExit("error: give -q QUALITIES or --target_bpp RATES")
     if args.quality is not None:
+        from src.models.codec.loading import selected_betas
+
         return [(q, *selected_betas(cfg, q)) for q in args.quality]
     if not args.selection_csv:
         raise SystemExit("error: --target_bpp needs --selection_csv")
@@ -55,6 +51,12 @@ def rate_points(args, cfg):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    import pandas as pd  # torch, compressai, pandas: after parse_args
+
+    from src.compression import device_or_cpu, evaluate_rate_point
+    from src.models.codec.image_coder import ImageCoder
+    from src.models.codec.loading import load_codec
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     device = device_or_cpu(args.device)
     model, cfg = load_codec(args.config_path, args.model_path, device, args.opt)

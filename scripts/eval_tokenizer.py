@@ -22,7 +22,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make `src` importable without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from src.tokenizer_tools import add_tokenizer_args, evaluate_tokenizer, load_tokenizer, write_results  # noqa: E402
+from src.tokenizer_args import add_tokenizer_args  # noqa: E402  (light: no torch before parse_args)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -36,6 +36,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from src.tokenizer_tools import evaluate_tokenizer, load_tokenizer, write_results
+
     model = load_tokenizer(args.ckpt, args.config, args.ema, args.device)
     summary, rows = evaluate_tokenizer(model, args.images, args.size, args.max_images, args.device,
                                        lpips=not args.no_lpips, rfid=not args.no_rfid)

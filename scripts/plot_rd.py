@@ -17,8 +17,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make `src` importable without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from src.metrics.rd import load_rd_csv, plot_rd, published_curves
-
 
 def split_csv_arg(value: str) -> tuple[Path, str | None]:
     """``path.csv:Label`` -> (path, label); a bare path has no label."""
@@ -42,6 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from src.metrics.rd import load_rd_csv, plot_rd, published_curves  # pandas, torch: after parse_args
+
     curves = []
     for item in args.csv:
         curves += load_rd_csv(*split_csv_arg(item))

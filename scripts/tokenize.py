@@ -30,7 +30,7 @@ else:
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `src` importable
 
-    from src.tokenizer_tools import add_tokenizer_args, load_tokenizer, tokenize_folder
+    from src.tokenizer_args import add_tokenizer_args  # light: torch is imported after parse_args
 
     def parse_args(argv=None) -> argparse.Namespace:
         p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -39,6 +39,8 @@ else:
 
     def main(argv=None) -> int:
         args = parse_args(argv)
+        from src.tokenizer_tools import load_tokenizer, tokenize_folder
+
         model = load_tokenizer(args.ckpt, args.config, args.ema, args.device)
         index = tokenize_folder(model, args.images, args.out, args.size, args.max_images, args.device)
         print(f"wrote {len(index['images'])} token grids ({index['dtype']}, {index['codebook_size']} codes, "

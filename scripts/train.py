@@ -14,7 +14,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from src.trainer import run_training  # noqa: E402
 from src.utils.config import load_config  # noqa: E402
 
 
@@ -36,6 +35,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = load_config(args.config, args.opt)
     exp = args.exp_name or Path(args.config).stem
+    from src.trainer import run_training  # torch, compressai: only once the arguments are checked
+
     return run_training(cfg, exp, args.device, use_wandb=args.use_wandb, debug=args.debug,
                         auto_resume=args.auto_resume, dry_run=args.dry_run)
 

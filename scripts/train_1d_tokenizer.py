@@ -22,7 +22,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from src.trainer import run_training  # noqa: E402
 from src.utils.config import load_config  # noqa: E402
 
 STAGES = ("stage1", "stage2")
@@ -80,6 +79,8 @@ def main(argv=None) -> int:
         print(f"error: {config} has causal_decoder={causal}, which is not --stage {args.stage}", file=sys.stderr)
         return 2
     exp = args.exp_name or (f"alitok_{args.stage}" if args.config is None else Path(args.config).stem)
+    from src.trainer import run_training  # torch, compressai: only once the arguments are checked
+
     return run_training(cfg, exp, args.device, use_wandb=args.use_wandb, debug=args.debug, dry_run=args.dry_run)
 
 

@@ -18,8 +18,6 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make `src` importable without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from src.tokenizer_tools import code_patches, load_tokens, patch_grid, pick_codes  # noqa: E402
-
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,6 +34,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from src.tokenizer_tools import code_patches, load_tokens, patch_grid, pick_codes  # torch: after parse_args
+
     index, grids = load_tokens(args.tokens)
     codes = pick_codes(grids, args.codes, args.top)
     rows = [(c, code_patches(args.images, index, grids, c, args.max_patches, args.context)) for c in codes]

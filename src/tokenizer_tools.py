@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw
 from pytorch_msssim import ssim as _ssim
 
 from src.metrics.pixel import ms_ssim, psnr, to_uint8_grid
+from src.tokenizer_args import add_tokenizer_args  # noqa: F401  (kept here: scripts' parsers)
 from src.utils.image_io import list_images, load_rgb, to_tensor
 from src.utils.padding import crop_to, pad_to_multiple
 
@@ -31,19 +32,6 @@ log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------- basics
-def add_tokenizer_args(parser, out_help: str, ema_help: str = "use the EMA weights") -> None:
-    """The arguments every tokenizer script takes: which tokenizer, which images, where to."""
-    parser.add_argument("--ckpt", required=True, help="training checkpoint (or official file with --config)")
-    parser.add_argument("--config", default=None, help="YAML with a 'model' section (default: the checkpoint's)")
-    parser.add_argument("--images", required=True, type=Path, help="folder of images")
-    parser.add_argument("--out", required=True, type=Path, help=out_help)
-    parser.add_argument("--ema", action="store_true", help=ema_help)
-    parser.add_argument("--size", type=int, default=None,
-                        help="resize the shorter side to SIZE and centre-crop (default: whole images)")
-    parser.add_argument("--max_images", type=int, default=None, help="only the first N images (sorted)")
-    parser.add_argument("-d", "--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-
-
 def index_dtype(codebook_size: int) -> np.dtype:
     """Smallest signed-safe dtype for indices: uint8 up to 256 codes, int16 up to 2^15, else int32."""
     if codebook_size <= 256:

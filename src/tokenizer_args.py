@@ -1,0 +1,23 @@
+"""The command-line arguments shared by the tokenizer scripts (``scripts/eval_tokenizer.py``,
+``scripts/tokenize.py``).
+
+Kept apart from :mod:`src.tokenizer_tools` (which imports torch) so that a script can build its
+parser, and answer ``--help``, without importing torch; ``src.tokenizer_tools.add_tokenizer_args``
+is this same function.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_tokenizer_args(parser, out_help: str, ema_help: str = "use the EMA weights") -> None:
+    """The arguments every tokenizer script takes: which tokenizer, which images, where to."""
+    parser.add_argument("--ckpt", required=True, help="training checkpoint (or official file with --config)")
+    parser.add_argument("--config", default=None, help="YAML with a 'model' section (default: the checkpoint's)")
+    parser.add_argument("--images", required=True, type=Path, help="folder of images")
+    parser.add_argument("--out", required=True, type=Path, help=out_help)
+    parser.add_argument("--ema", action="store_true", help=ema_help)
+    parser.add_argument("--size", type=int, default=None,
+                        help="resize the shorter side to SIZE and centre-crop (default: whole images)")
+    parser.add_argument("--max_images", type=int, default=None, help="only the first N images (sorted)")
+    parser.add_argument("-d", "--device", default="cpu", help="cpu, cuda, cuda:1, ...")
