@@ -12,6 +12,7 @@ import torch
 from compressai.models import MeanScaleHyperprior
 from torch import nn
 
+from src.models.entropy.buffers import resize_entropy_buffers
 from src.utils.registry import MODELS
 
 
@@ -28,6 +29,11 @@ class MeanScaleDemo(nn.Module):
         num_pixels = x.shape[2] * x.shape[3]
         bpp = sum(-torch.log2(lk).flatten(1).sum(1) for lk in out["likelihoods"].values()) / num_pixels
         return {"x_hat": out["x_hat"] * 2 - 1, "likelihoods": out["likelihoods"], "bpp": bpp}
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Resizes the CDF buffers to the stored ones, then loads (CompressAI semantics)."""
+        resize_entropy_buffers(self, state_dict)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def aux_loss(self) -> torch.Tensor:
         return self.codec.aux_loss()

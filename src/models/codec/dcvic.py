@@ -13,8 +13,8 @@ indices of a frozen VQGAN f8 and fuses its own features into the VQGAN decoder::
 
 CompressAI contract: ``forward`` (rates from likelihoods), ``compress -> {"strings", "shape"}``,
 ``decompress -> {"x_hat"}``, ``update()``, ``aux_loss()``. The entropy parameters (h_s, ChARM,
-CDFs) are computed on the CPU in float64 during compress/decompress, so that a stream made on
-one device decodes on another (with a small residual risk, see ``_entropy_on_cpu``). ``beta_cond=False`` is the unconditioned step-1-1 model.
+CDFs) are computed on the CPU in float32 during compress/decompress, so that a stream made on
+one device decodes on another (not guaranteed bit for bit, see ``_entropy_on_cpu``). ``beta_cond=False`` is the unconditioned step-1-1 model.
 """
 from __future__ import annotations
 
@@ -26,19 +26,20 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from compressai.models.base import get_scale_table
-from compressai.models.utils import remap_old_keys, update_registered_buffers
+from compressai.models.utils import remap_old_keys
 from torch import Tensor, nn
 
 # imported for their registrations in SUBNETS (g_a / g_s, estimator / fusion, entropy models)
 import src.models.codec.transforms  # noqa: F401
 import src.models.codec.vq_modules  # noqa: F401
 import src.models.entropy  # noqa: F401
+from src.models.entropy.buffers import resize_entropy_buffers
 from src.utils.registry import MODELS, SUBNETS
 
 logger = logging.getLogger(__name__)
 ENC_VQ_INPUTS = ("onehot_indices", "norm_indices")
 #: arithmetic of the entropy parameters (h_s, ChARM) when coding (see ``DCVIC._entropy_on_cpu``)
-ENTROPY_DTYPE = torch.float64
+ENTROPY_DTYPE = torch.float32
 
 
 def bits_per_pixel(likelihoods: Tensor, num_pixels: int) -> Tensor:
@@ -132,22 +133,18 @@ class DCVIC(nn.Module):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Resizes the CDF buffers to the stored ones, then loads (CompressAI semantics)."""
         state_dict = remap_old_keys("entropy_model_z", dict(state_dict))
-        for name, bufs in (("entropy_model_z", ["_quantized_cdf", "_offset", "_cdf_length"]),
-                           ("entropy_model_y", ["_quantized_cdf", "_offset", "_cdf_length",
-                                                "scale_table"])):
-            present = [b for b in bufs if f"{name}.{b}" in state_dict]
-            update_registered_buffers(getattr(self, name), name, present, state_dict, policy="resize")
+        resize_entropy_buffers(self, state_dict)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @contextlib.contextmanager
     def _entropy_on_cpu(self):
-        """Run h_s, ChARM and both entropy models on the CPU in float64, then move them back.
+        """Run h_s, ChARM and both entropy models on the CPU in float32, then move them back.
 
-        The scale indices and means the rANS coder depends on must come out the same for the
-        sender and the receiver. In float32, a thread count or CPU kernel set of its own changes
-        them by a few ulps, enough for a scale to cross a scale-table boundary now and then
-        (the decoder then desynchronises); float64 makes such a crossing less likely by the ratio
-        of the precisions (about 5e8). It is not a guarantee: that needs integer arithmetic (open work, README)."""
+        float32 as in ``forward``, so that the decoded y_hat equals the eval-mode y_hat bit for
+        bit (a tested property the rate estimates rely on). Across thread counts or CPU kernels
+        the entropy parameters can still differ by a few ulps, and a scale can then cross a
+        scale-table boundary: the rANS decoder loses step, which ``ImageCoder`` reports as
+        :class:`EntropyDesyncError`. Making that impossible needs integer arithmetic (open work)."""
         mods = [self.hyperdecoder, self.context_model, self.entropy_model_z, self.entropy_model_y]
         where = [_location(m) for m in mods]
         try:
