@@ -46,6 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="random: offline smoke test only, meaningless FID")
     p.add_argument("--patch_size", type=int, default=256, help="FID patch side (capped at the crop side)")
     p.add_argument("--max_images", type=int, default=None, help="use only the first N crops")
+    p.add_argument("--trust_checkpoint", action="store_true",
+                   help="unpickle --model_path and the VQGAN checkpoint fully: they can run code, so only for files from a "
+                        "source you trust (by default a file holding more than tensors is refused)")
     p.add_argument("-d", "--device", default="cpu")
     p.add_argument("--opt", nargs="*", default=[], help="config overrides key.sub=value")
     return p.parse_args(argv)
@@ -84,7 +87,7 @@ def make_evaluator(args, data):
     if args.fid_features == "random":
         log.warning("--fid_features random: FID from a random conv net; the numbers and the "
                     "selection MEAN NOTHING (pipeline test only)")
-    model, _ = load_codec(args.config, args.model_path, args.device, args.opt)
+    model, _ = load_codec(args.config, args.model_path, args.device, args.opt, trust=args.trust_checkpoint)
     ensure_vq_indices(model, data, args.batch_size)
     side = min(data.images.shape[-2:])
     patch = min(args.patch_size, side)

@@ -55,6 +55,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--separate_targets", action="store_true",
                    help="batched: a fresh curve per target instead of one per beta_vq")
     p.add_argument("--max_images", type=int, default=None, help="use only the first N crops")
+    p.add_argument("--trust_checkpoint", action="store_true",
+                   help="unpickle --model_path and the VQGAN checkpoint fully: they can run code, so only for files from a "
+                        "source you trust (by default a file holding more than tensors is refused)")
     p.add_argument("-d", "--device", default="cpu")
     p.add_argument("--opt", nargs="*", default=[], help="config overrides key.sub=value")
     return p.parse_args(argv)
@@ -125,7 +128,7 @@ def main(argv=None) -> int:
     args.save_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(args.save_dir / "binary_rate_search.log")
     log.info("arguments: %s", vars(args))
-    model, _ = load_codec(args.config, args.model_path, args.device, args.opt)
+    model, _ = load_codec(args.config, args.model_path, args.device, args.opt, trust=args.trust_checkpoint)
     data = load_val_set(args.dataset_root, args.max_images)
     log.info("%d crops from %s (VQ indices %s)", len(data), args.dataset_root,
              "stored" if data.indices is not None else "computed once")

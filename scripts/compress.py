@@ -21,10 +21,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from src.compression import compress_folder, device_or_cpu  # noqa: E402
-from src.models.codec.image_coder import ImageCoder  # noqa: E402
-from src.models.codec.loading import load_codec, selected_betas  # noqa: E402
+# torch, compressai and the model code are imported in the functions that need them (fast --help)
 
 
 def parse_args(argv=None):
@@ -39,6 +36,9 @@ def parse_args(argv=None):
     p.add_argument("--target_bpp", type=float, default=None, help="bitrate to aim for (needs --selection_csv)")
     p.add_argument("--selection_csv", default=None, help="beta_selection_results.csv of scripts/beta_selection.py")
     p.add_argument("--decompress", action="store_true", help="also decode the files and save reconstructions")
+    p.add_argument("--trust_checkpoint", action="store_true",
+                   help="unpickle --model_path and the VQGAN checkpoint fully: they can run code, so only for files from a "
+                        "source you trust (by default a file holding more than tensors is refused)")
     p.add_argument("--no_estimate", action="store_true", help="skip the model's own bit estimates (faster)")
     p.add_argument("-d", "--device", default="cuda")
     p.add_argument("--opt", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
@@ -51,6 +51,8 @@ def choose_betas(args, cfg):
     if sum(given) != 1:
         raise SystemExit("error: give exactly one of -q, --beta_rate/--beta_vq, --target_bpp")
     if args.quality is not None:
+        from src.models.codec.loading import selected_betas
+
         return selected_betas(cfg, args.quality)
     if args.target_bpp is not None:
         if not args.selection_csv:
@@ -66,8 +68,12 @@ def choose_betas(args, cfg):
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    from src.compression import compress_folder, device_or_cpu
+    from src.models.codec.image_coder import ImageCoder
+    from src.models.codec.loading import load_codec
+
     device = device_or_cpu(args.device)
-    model, cfg = load_codec(args.config_path, args.model_path, device, args.opt)
+    model, cfg = load_codec(args.config_path, args.model_path, device, args.opt, trust=args.trust_checkpoint)
     beta_rate, beta_vq = choose_betas(args, cfg)
     coder = ImageCoder(model, device=device)
     report = compress_folder(coder, args.img_dir, args.save_dir, beta_rate, beta_vq, decompress=args.decompress,

@@ -16,10 +16,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from src.compression import decompress_folder, device_or_cpu  # noqa: E402
-from src.models.codec.image_coder import MAX_DECODE_SIDE, ImageCoder  # noqa: E402
-from src.models.codec.loading import load_codec  # noqa: E402
+# torch, compressai and the model code are imported in main() (fast --help)
+#: ``src.models.codec.image_coder.MAX_DECODE_SIDE`` (a test keeps the two equal)
+DEFAULT_MAX_SIDE = 16384
 
 
 def parse_args(argv=None):
@@ -28,9 +27,12 @@ def parse_args(argv=None):
     p.add_argument("--model_path", required=True)
     p.add_argument("--bin_dir", required=True)
     p.add_argument("--save_dir", required=True)
-    p.add_argument("--max_side", type=int, default=MAX_DECODE_SIDE,
-                   help=f"largest image height/width a file may declare (default {MAX_DECODE_SIDE}); "
+    p.add_argument("--max_side", type=int, default=DEFAULT_MAX_SIDE,
+                   help=f"largest image height/width a file may declare (default {DEFAULT_MAX_SIDE}); "
                         "larger ones are refused as corrupt")
+    p.add_argument("--trust_checkpoint", action="store_true",
+                   help="unpickle --model_path and the VQGAN checkpoint fully: they can run code, so only for files from a "
+                        "source you trust (by default a file holding more than tensors is refused)")
     p.add_argument("-d", "--device", default="cuda")
     p.add_argument("--opt", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
     return p.parse_args(argv)
@@ -39,8 +41,12 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    from src.compression import decompress_folder, device_or_cpu
+    from src.models.codec.image_coder import ImageCoder
+    from src.models.codec.loading import load_codec
+
     device = device_or_cpu(args.device)
-    model, _ = load_codec(args.config_path, args.model_path, device, args.opt)
+    model, _ = load_codec(args.config_path, args.model_path, device, args.opt, trust=args.trust_checkpoint)
     report = decompress_folder(ImageCoder(model, device=device, max_side=args.max_side), args.bin_dir,
                                args.save_dir)
     print(f"decoded {len(report.rows)} files to {args.save_dir}"

@@ -30,6 +30,9 @@ def parse_args(argv=None):
     p.add_argument("--selection_csv", default=None)
     p.add_argument("--metrics", default="psnr,ms_ssim,lpips,dists")
     p.add_argument("--model_name", default=None, help="label in the CSV (default: the config's name)")
+    p.add_argument("--trust_checkpoint", action="store_true",
+                   help="unpickle --model_path and the VQGAN checkpoint fully: they can run code, so only for files from a "
+                        "source you trust (by default a file holding more than tensors is refused)")
     p.add_argument("-d", "--device", default="cuda")
     p.add_argument("--opt", nargs="+", default=[], metavar="KEY=VALUE")
     return p.parse_args(argv)
@@ -59,7 +62,7 @@ def main(argv=None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     device = device_or_cpu(args.device)
-    model, cfg = load_codec(args.config_path, args.model_path, device, args.opt)
+    model, cfg = load_codec(args.config_path, args.model_path, device, args.opt, trust=args.trust_checkpoint)
     coder = ImageCoder(model, device=device)
     name = args.model_name or Path(args.config_path).stem
     rows = []

@@ -28,6 +28,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="file to write (its folder is created)")
     p.add_argument("--rebuild", action="store_true",
                    help="rebuild every table from the weights, also those the file already stores")
+    p.add_argument("--trust_checkpoint", action="store_true",
+                   help="unpickle --model_path and the VQGAN checkpoint fully: they can run code, so only for files from a "
+                        "source you trust (by default a file holding more than tensors is refused)")
     p.add_argument("--opt", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
     return p.parse_args(argv)
 
@@ -48,7 +51,7 @@ def main(argv=None) -> int:
     from src.models.codec.loading import has_entropy_tables, load_codec
     from src.utils.checkpoint import atomic_torch_save
 
-    model, _ = load_codec(args.config_path, args.model_path, "cpu", args.opt)
+    model, _ = load_codec(args.config_path, args.model_path, "cpu", args.opt, trust=args.trust_checkpoint)
     if args.rebuild:
         with torch.no_grad():
             model.update(force=True)

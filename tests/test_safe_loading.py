@@ -86,3 +86,24 @@ def test_old_checkpoints_with_numpy_rng_still_load(tmp_path):
     expected = np.random.rand()
     set_rng_state(load_file(path)["rng"])
     assert np.random.rand() == expected
+
+
+def test_trust_checkpoint_flag_is_the_only_way_to_unpickle_a_model_file(tmp_path):
+    """A released-style model file that also pickles a Namespace (harmless, but not weights-only) is
+    refused by the scripts unless --trust_checkpoint is given; with it, the weights load."""
+    import os
+
+    from scripts import export_model
+    from src.models.codec.loading import build_codec
+    from src.utils.config import load_config
+
+    config = os.path.join(os.path.dirname(os.path.dirname(__file__)), "config", "quickstart", "stage1_2.yaml")
+    opts = ["subnet.vq_model.ckpt_path=null"]
+    model = build_codec(load_config(config, opts))
+    path = tmp_path / "released.pth.tar"
+    torch.save({"comp_model": model.state_dict(), "args": argparse.Namespace(lr=1e-4)}, path)
+    args = ["--config_path", config, "--model_path", str(path), "--out", str(tmp_path / "out.pth.tar"), "--opt", *opts]
+    with pytest.raises(UntrustedCheckpointError, match="--trust_checkpoint"):
+        export_model.main(args)
+    assert export_model.main(args + ["--trust_checkpoint"]) == 0
+    assert set(load_file(tmp_path / "out.pth.tar")) == {"comp_model", "fingerprint"}   # weights-only now

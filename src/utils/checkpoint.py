@@ -167,14 +167,17 @@ def load_file(path: os.PathLike, map_location: str = "cpu", trust: bool = False)
         raise UntrustedCheckpointError(
             f"refusing to load {path}: it pickles objects other than tensors and plain containers "
             f"({unpickling_detail(e)}), and unpickling them can run code. If you trust the file's source, "
-            f"load it once with src.utils.checkpoint.load_file(path, trust=True) and save its state dict") from e
+            f"pass --trust_checkpoint (compress, decompress, eval_kodak, export_model, binary_rate_search, "
+            f"beta_selection), or load it "
+            f"once with src.utils.checkpoint.load_file(path, trust=True) and save its state dict") from e
     except Exception as e:  # corrupt or partial file
         raise RuntimeError(f"cannot read checkpoint {path}: {e}") from e
 
 
-def model_state_from_file(path: os.PathLike) -> Dict[str, torch.Tensor]:
-    """The model's state dict from a training checkpoint or a released ``.pth.tar``."""
-    ckpt = load_file(path)
+def model_state_from_file(path: os.PathLike, trust: bool = False) -> Dict[str, torch.Tensor]:
+    """The model's state dict from a training checkpoint or a released ``.pth.tar``
+    (``trust``: see :func:`load_file`)."""
+    ckpt = load_file(path, trust=trust)
     for key in ("comp_model", "model", "state_dict"):
         if isinstance(ckpt, dict) and key in ckpt and isinstance(ckpt[key], dict):
             return ckpt[key]

@@ -26,18 +26,22 @@ def build_codec(cfg: Config) -> nn.Module:
 
 
 def load_codec(config_path: str | os.PathLike, model_path: Optional[str | os.PathLike], device: str = "cpu",
-               overrides: Sequence[str] = (), strict: bool = True) -> tuple[nn.Module, Config]:
+               overrides: Sequence[str] = (), strict: bool = True, trust: bool = False) -> tuple[nn.Module, Config]:
     """Config + checkpoint (ours, or a released ``.pth.tar`` with ``comp_model``) -> eval-mode model.
 
-    ``model_path=None`` keeps the random initialisation (tests and smoke runs only).
+    ``model_path=None`` keeps the random initialisation (tests and smoke runs only). Both files (the
+    model and the VQGAN of ``subnet.vq_model.ckpt_path``) are read without running code from them;
+    ``trust=True`` unpickles them fully (only for files from a source you trust).
     The entropy coder's tables (CDFs, offsets, lengths, scale table) are used as the file stores
     them, so that every machine codes with the same tables; a file without them (a checkpoint
     saved before any table was built) gets them built here, on the CPU, with a warning.
     """
     cfg = load_config(config_path, list(overrides))
+    if trust and "vq_model" in cfg.get("subnet", {}):
+        cfg.subnet.vq_model.trust = True
     model = build_codec(cfg)
     if model_path is not None:
-        state = model_state_from_file(model_path)
+        state = model_state_from_file(model_path, trust=trust)
         if hasattr(model, "vq_model") and not any(k.startswith("vq_model.") for k in state):
             # checkpoints may leave out the frozen VQGAN; it then comes from subnet.vq_model.ckpt_path
             state = {**{f"vq_model.{k}": v for k, v in model.vq_model.state_dict().items()}, **state}

@@ -228,7 +228,7 @@ def expected_checkpoint_name(n_embed: int, ddconfig: Mapping[str, Any]) -> str:
 
 def build_pretrained_vq_model(ckpt_path: Optional[str], embed_dim: int, n_embed: int,
                               ddconfig: Mapping[str, Any], *, freeze: bool = True,
-                              monitor: Any = None, lossconfig: Any = None,
+                              monitor: Any = None, lossconfig: Any = None, trust: bool = False,
                               **kwargs: Any) -> VQGAN:
     """Build a :class:`VQGAN` and load an official (or our own) checkpoint strictly.
 
@@ -250,6 +250,6 @@ def build_pretrained_vq_model(ckpt_path: Optional[str], embed_dim: int, n_embed:
                 f"VQGAN checkpoint not found: {path!r}. Expected "
                 f"{expected_checkpoint_name(n_embed, ddconfig)} for embed_dim={embed_dim}, "
                 f"n_embed={n_embed}, ch_mult={list(ddconfig['ch_mult'])}. {_WHERE_PUBLISHED}")
-        model.load_state_dict(vq_state_dict(load_checkpoint_file(path)), strict=True)
+        model.load_state_dict(vq_state_dict(load_checkpoint_file(path, trust=trust)), strict=True)
         logger.info("loaded VQGAN weights from %s", path)
     return model.freeze() if freeze else model
