@@ -115,3 +115,46 @@ def test_resume_skips_a_corrupt_newest_checkpoint(tmp_path, sample_dir):
     found[2].write_bytes(b"not a checkpoint")
     with pytest.raises(RuntimeError, match="none of the 2 checkpoints"):
         build_trainer(demo_cfg(tmp_path, sample_dir, keep_step="[2]"), exp_name="run", device="cpu")
+
+
+def test_nan_gradient_with_a_finite_loss_is_never_applied(tmp_path, sample_dir):
+    """A hook turns one step's gradient into NaN (the loss stays finite): that step leaves the weights
+    as they were, the next good step trains again; five bad steps in a row stop the run."""
+    trainer = build_trainer(demo_cfg(tmp_path, sample_dir, total_iter=6), exp_name="g", device="cpu")
+    weight = trainer.model.codec.g_a[0].weight                                  # trained by the "g" optimizer
+    poison = {"on": True}
+    weight.register_hook(lambda g: g * float("nan") if poison["on"] else g)
+    batch = trainer._to_device(next(iter(trainer.train_loader)))
+    before = params(trainer.model)
+    trainer.train_step(batch, 0)
+    after = params(trainer.model)
+    trained = [k for k in before if not k.endswith(("quantiles", "_quantized_cdf", "_offset", "_cdf_length"))]
+    assert all(torch.equal(before[k], after[k]) for k in trained)          # the g step was skipped
+    assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
+    poison["on"] = False
+    trainer.train_step(batch, 1)
+    assert any(not torch.equal(after[k], v) for k, v in params(trainer.model).items())
+    poison["on"] = True
+    with pytest.raises(NonFiniteLossError, match="5 steps in a row"):
+        for it in range(2, 8):
+            trainer.train_step(batch, it)
+
+
+def test_load_checkpoint_matching_no_key_stops(tmp_path, sample_dir):
+    """A non-strict load_checkpoint whose file shares no key with the model is an error, not a random start."""
+    path = checkpoint_path(tmp_path / "ckpt", "other", 2)
+    atomic_torch_save({"comp_model": {"encoder.weight": torch.zeros(3)}}, path)
+    cfg = demo_cfg(tmp_path, sample_dir, **{"+load_checkpoint": "{exp: other, iter: 2, strict: false}"})
+    with pytest.raises(RuntimeError, match="shares none of its 1 keys"):
+        build_trainer(cfg, exp_name="next", device="cpu")
+
+
+def test_temporaries_of_a_killed_save_are_removed_on_start(tmp_path, sample_dir):
+    folder = checkpoint_path(tmp_path / "ckpt", "run", 2).parent
+    folder.mkdir(parents=True)
+    stale = folder / ".comp_model_iter2.pth.abc123.tmp.tar"              # what atomic_write names them
+    stale.write_bytes(b"half a checkpoint")
+    keep = folder / "notes.txt"
+    keep.write_text("mine")
+    build_trainer(demo_cfg(tmp_path, sample_dir), exp_name="run", device="cpu")
+    assert not stale.exists() and keep.exists()

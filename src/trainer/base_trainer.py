@@ -31,13 +31,15 @@ from src.data.sampler import ResumableSampler
 from src.utils import dist
 from src.utils.checkpoint import (UntrustedCheckpointError, atomic_torch_save, checkpoint_path, latest_checkpoint,
                                   list_checkpoints, load_file, load_model_state, parse_iter_tag, prune_checkpoints,
-                                  rng_state, set_rng_state)
+                                  remove_stale_temporaries, rng_state, set_rng_state)
 from src.utils.config import Config, save_config
 from src.utils.image_io import save_rgb
 from src.utils.logger import WandbLogger, setup_logging
 from src.trainer.optim import build_scheduler, set_lr
 
 log = logging.getLogger(__name__)
+#: consecutive steps with a non-finite gradient (and a finite loss) after which training stops
+MAX_SKIPPED_STEPS = 5
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -69,6 +71,9 @@ class BaseTrainer:
 
         self.start_iter = 0
         self._stop_signal: Optional[int] = None
+        self._skipped_steps: Dict[str, int] = {}
+        if self.is_main and not dry_run:
+            remove_stale_temporaries(checkpoint_path(cfg.get("ckpt_dir", "./checkpoint"), exp_name, 0).parent)
         resumed = auto_resume and not dry_run and self._resume()
         if not resumed and cfg.get("load_checkpoint"):
             self._load_previous_step(cfg.load_checkpoint)
@@ -165,10 +170,23 @@ class BaseTrainer:
         opt, scaler = self.optimizers[name], self.scalers[name]
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        params = list(params) if params is not None else [p for g in opt.param_groups for p in g["params"]]
         if clip:
             scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(params if params is not None else
-                                           [p for g in opt.param_groups for p in g["params"]], clip)
+            norm = torch.nn.utils.clip_grad_norm_(params, clip)
+        elif not scaler.is_enabled():
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        if not scaler.is_enabled() and not torch.isfinite(norm):
+            # a finite loss with a non-finite gradient: never applied (the AMP scaler skips these itself)
+            opt.zero_grad(set_to_none=True)
+            skipped = self._skipped_steps[name] = self._skipped_steps.get(name, 0) + 1
+            log.warning("optimizer %s: non-finite gradient (norm %s) with a finite loss; step skipped (%d in a row)",
+                        name, norm.item(), skipped)
+            if skipped >= MAX_SKIPPED_STEPS:
+                raise NonFiniteLossError(f"optimizer {name}: {skipped} steps in a row had non-finite gradients; "
+                                         "the last good checkpoint is kept")
+            return
+        self._skipped_steps[name] = 0
         scaler.step(opt)
         scaler.update()
 

@@ -84,6 +84,20 @@ def atomic_write(path: os.PathLike, write: Callable[[str], None]) -> None:
             os.unlink(tmp)
 
 
+def remove_stale_temporaries(folder: os.PathLike) -> List[Path]:
+    """Delete the temporary files :func:`atomic_write` leaves in ``folder`` when the process is
+    killed mid-write (``.<name>.<random>.tmp<suffix>``); call it before anything writes there."""
+    removed = []
+    folder = Path(folder)
+    if folder.is_dir():
+        for tmp in folder.glob(".*.tmp*"):
+            if tmp.is_file():
+                tmp.unlink()
+                removed.append(tmp)
+                log.warning("removed %s, left by an interrupted checkpoint write", tmp)
+    return removed
+
+
 def atomic_torch_save(obj: Any, path: os.PathLike) -> None:
     """``torch.save`` through :func:`atomic_write`."""
 
@@ -188,7 +202,14 @@ def model_state_from_file(path: os.PathLike, trust: bool = False) -> Dict[str, t
 
 def load_model_state(model: torch.nn.Module, state: Dict[str, torch.Tensor], strict: bool = True,
                      source: str = "") -> None:
-    """``load_state_dict`` with a readable report of missing / unexpected keys."""
+    """``load_state_dict`` with a readable report of missing / unexpected keys. A state dict that
+    shares no key with the model is refused even when ``strict`` is False: loading it would leave
+    every weight random (a wrong file or a wrong config), and training would start from scratch."""
+    own = model.state_dict()
+    if own and state and not own.keys() & state.keys():
+        raise RuntimeError(f"{source or 'state dict'} shares none of its {len(state)} keys with the model "
+                           f"(its first: {sorted(state)[:3]}; the model's first: {sorted(own)[:3]}): wrong file "
+                           "or wrong config")
     result = model.load_state_dict(state, strict=False)
     missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     if strict and (missing or unexpected):
