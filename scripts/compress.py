@@ -11,7 +11,8 @@ Writes ``bin/*.bin``, ``recon/*.png`` (with --decompress), ``_bitrates.csv`` and
 A file of --img_dir that cannot be read as an image is reported, listed under "failed" in
 ``_avg_bitrate.json`` and the rest of the folder is still coded. Entries with an image name that
 are no regular file (a directory named like ``x.png``, a dangling symlink, a symlink loop) are
-skipped with a log line and are not counted as failures.
+skipped with a log line and are not counted as failures. Images above --max_megapixels or with a
+side above --max_side are refused from their header (reported like unreadable files).
 """
 from __future__ import annotations
 
@@ -36,6 +37,10 @@ def parse_args(argv=None):
     p.add_argument("--target_bpp", type=float, default=None, help="bitrate to aim for (needs --selection_csv)")
     p.add_argument("--selection_csv", default=None, help="beta_selection_results.csv of scripts/beta_selection.py")
     p.add_argument("--decompress", action="store_true", help="also decode the files and save reconstructions")
+    p.add_argument("--max_megapixels", type=float, default=40.0,
+                   help="refuse larger images (default 40, i.e. 40 million pixels; reported per file)")
+    p.add_argument("--max_side", type=int, default=16384,
+                   help="refuse images with a longer side (default 16384, what decompress.py accepts by default)")
     p.add_argument("--trust_checkpoint", action="store_true",
                    help="unpickle --model_path and the VQGAN checkpoint fully: they can run code, so only for files from a "
                         "source you trust (by default a file holding more than tensors is refused)")
@@ -67,6 +72,9 @@ def choose_betas(args, cfg):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if not args.max_megapixels > 0 or not 1 <= args.max_side <= 1 << 20:
+        print(f"error: --max_megapixels must be positive and --max_side in [1, {1 << 20}]", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     from src.compression import compress_folder, device_or_cpu
     from src.models.codec.image_coder import ImageCoder
@@ -75,9 +83,9 @@ def main(argv=None) -> int:
     device = device_or_cpu(args.device)
     model, cfg = load_codec(args.config_path, args.model_path, device, args.opt, trust=args.trust_checkpoint)
     beta_rate, beta_vq = choose_betas(args, cfg)
-    coder = ImageCoder(model, device=device)
+    coder = ImageCoder(model, device=device, max_side=args.max_side)
     report = compress_folder(coder, args.img_dir, args.save_dir, beta_rate, beta_vq, decompress=args.decompress,
-                             estimate=not args.no_estimate)
+                             estimate=not args.no_estimate, max_pixels=int(args.max_megapixels * 1e6))
     avg = report.averages()
     print(f"beta_rate {beta_rate:.4f} beta_vq {beta_vq:.4f}: {len(report.rows)} images, "
           f"real {avg.get('real_bpp', float('nan')):.4f} bpp, estimated {avg.get('pred_bpp', float('nan')):.4f} bpp"

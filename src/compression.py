@@ -46,16 +46,21 @@ class FolderReport:
         return {k: float(df[k].mean()) for k in BITRATE_COLUMNS if k != "img_name" and k in df}
 
 
+#: images above this many pixels are refused by default (96 MP took 600 s and 4.5 GB on a CPU)
+DEFAULT_MAX_PIXELS = 40_000_000
+
+
 def compress_folder(coder: ImageCoder, img_dir: os.PathLike, save_dir: os.PathLike, beta_rate: Optional[float],
                     beta_vq: Optional[float], decompress: bool = False, estimate: bool = True,
-                    progress: bool = True) -> FolderReport:
+                    progress: bool = True, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> FolderReport:
     """Code every image of ``img_dir`` into ``save_dir/bin/<name>.bin`` (+ ``recon/<name>.png``).
 
     Writes ``_bitrates.csv`` (one row per image, :data:`BITRATE_COLUMNS`) and
     ``_avg_bitrate.json`` (means, the betas, the failures) in ``save_dir``. A file that cannot be
     read as an image is a failure (``report.failed``); an entry with an image name that is no
     file (directory, dangling symlink, symlink loop) is skipped with a log line
-    (``report.skipped``), not counted as a failure.
+    (``report.skipped``), not counted as a failure. So is an image above ``max_pixels`` or with a
+    side above the coder's ``max_side`` (refused from its header, before decoding its pixels).
     """
     save_dir = Path(save_dir)
     (save_dir / "bin").mkdir(parents=True, exist_ok=True)
@@ -68,7 +73,7 @@ def compress_folder(coder: ImageCoder, img_dir: os.PathLike, save_dir: os.PathLi
             if path.stem in coded:   # img.png and img.jpg would both write img.bin
                 raise ImageReadError(f"{path}: its output {path.stem}.bin is already written for "
                                      f"{coded[path.stem]}; rename one of them")
-            x = to_tensor(load_rgb(path)).unsqueeze(0)
+            x = to_tensor(load_rgb(path, max_pixels=max_pixels, max_side=coder.max_side)).unsqueeze(0)
         except ImageReadError as e:
             failed[path.name] = str(e)
             log.warning("skipped %s", e)

@@ -294,6 +294,28 @@ def test_directories_and_broken_symlinks_are_skipped_not_failed(coder, tmp_path,
     assert summary["failed"] == {} and summary["num_images"] == 2
 
 
+def test_oversized_images_are_refused_from_their_header_and_the_folder_goes_on(tmp_path, monkeypatch):
+    """Images above the pixel limit, or with a side the default decoder would refuse, fail alone and
+    before any pixel is decoded; the other images are coded."""
+    from src.compression import compress_folder
+
+    img_dir = tmp_path / "img"
+    img_dir.mkdir()
+    Image.fromarray(photo()).save(img_dir / "a_small.png")
+    Image.new("RGB", (288, 256)).save(img_dir / "b_many_pixels.png")            # 73,728 px
+    Image.new("RGB", (64, 400)).save(img_dir / "c_tall.png")                    # 25,600 px, side 400
+    decoded = []
+    load = Image.Image.load
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(self.size) or load(self))
+    report = compress_folder(random_codec(max_side=300), img_dir, tmp_path / "out", 1.0, 1.0, estimate=False,
+                             progress=False, max_pixels=50_000)
+    assert [r["img_name"] for r in report.rows] == ["a_small"]
+    assert "0.1 megapixels, above the limit of 0.05" in report.failed["b_many_pixels.png"]
+    assert "--max_megapixels" in report.failed["b_many_pixels.png"]
+    assert "--max_side" in report.failed["c_tall.png"]
+    assert (288, 256) not in decoded and (64, 400) not in decoded              # refused from the header
+
+
 def load_script(name):
     spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)

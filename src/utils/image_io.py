@@ -44,13 +44,23 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_rgb(path: PathLike) -> np.ndarray:
-    """Read ``path`` as an ``H x W x 3`` uint8 array (alpha composited on white)."""
+def load_rgb(path: PathLike, max_pixels: Optional[int] = None, max_side: Optional[int] = None) -> np.ndarray:
+    """Read ``path`` as an ``H x W x 3`` uint8 array (alpha composited on white).
+
+    ``max_pixels`` / ``max_side``: refuse larger images from the header, before any pixel is decoded
+    (Pillow's own limit, ~179 MP, lets through images that take minutes and gigabytes to code)."""
     path = Path(path)
     try:
         if path.stat().st_size == 0:
             raise ImageReadError(f"{path}: empty file (0 bytes)")
         with Image.open(path) as img:
+            w, h = img.size
+            if max_side is not None and max(w, h) > max_side:
+                raise ImageReadError(f"{path}: {w}x{h} px has a side above the {max_side} px a decoder accepts "
+                                     "by default (raise both with --max_side)")
+            if max_pixels is not None and w * h > max_pixels:
+                raise ImageReadError(f"{path}: {w}x{h} px is {w * h / 1e6:.1f} megapixels, above the limit of "
+                                     f"{max_pixels / 1e6:g} (raise it with --max_megapixels)")
             img.load()
             img = ImageOps.exif_transpose(img)
             rgb = _to_rgb(img)
