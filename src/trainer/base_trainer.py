@@ -205,10 +205,10 @@ class BaseTrainer:
         """Bring state derived from the weights up to date before a checkpoint is written (no-op)."""
 
     def save_checkpoint(self, it: int) -> Optional[Path]:
+        self.before_save()   # on every rank: buffers must keep one shape across DDP ranks
         if not self.is_main:
             dist.barrier()
             return None
-        self.before_save()
         state = {name: m.state_dict() for name, m in self.checkpoint_modules().items()}
         state.update({
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},

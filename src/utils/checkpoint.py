@@ -181,9 +181,9 @@ def load_file(path: os.PathLike, map_location: str = "cpu", trust: bool = False)
         raise UntrustedCheckpointError(
             f"refusing to load {path}: it pickles objects other than tensors and plain containers "
             f"({unpickling_detail(e)}), and unpickling them can run code. If you trust the file's source, "
-            f"pass --trust_checkpoint (compress, decompress, eval_kodak, export_model, binary_rate_search, "
-            f"beta_selection), or load it "
-            f"once with src.utils.checkpoint.load_file(path, trust=True) and save its state dict") from e
+            "pass --trust_checkpoint (compress, decompress, eval_kodak, export_model, binary_rate_search, "
+            "beta_selection), or load it once with src.utils.checkpoint.load_file(path, trust=True) and save "
+            "its state dict") from e
     except Exception as e:  # corrupt or partial file
         raise RuntimeError(f"cannot read checkpoint {path}: {e}") from e
 
