@@ -40,6 +40,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    missing = [path for path, _ in map(split_csv_arg, args.csv) if not Path(path).is_file()]
+    if missing:
+        print(f"error: --csv {', '.join(map(str, missing))}: no such file", file=sys.stderr)
+        return 2
     from src.metrics.rd import load_rd_csv, plot_rd, published_curves  # pandas, torch: after parse_args
 
     curves = []

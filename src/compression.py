@@ -93,7 +93,7 @@ def compress_folder(coder: ImageCoder, img_dir: os.PathLike, save_dir: os.PathLi
     report = FolderReport(rows, failed, skipped)
     pd.DataFrame(rows, columns=BITRATE_COLUMNS).to_csv(save_dir / "_bitrates.csv", index=False)
     summary = {**report.averages(), "beta_rate": beta_rate, "beta_vq": beta_vq, "num_images": len(rows),
-               "failed": failed}
+               "failed": failed, "skipped": skipped}
     (save_dir / "_avg_bitrate.json").write_text(json.dumps(summary, indent=2))
     return report
 

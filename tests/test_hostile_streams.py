@@ -292,6 +292,7 @@ def test_directories_and_broken_symlinks_are_skipped_not_failed(coder, tmp_path,
         assert f"skipped {name}" in logged
     summary = json.loads((tmp_path / "out" / "_avg_bitrate.json").read_text())
     assert summary["failed"] == {} and summary["num_images"] == 2
+    assert summary["skipped"] == report.skipped
 
 
 def test_oversized_images_are_refused_from_their_header_and_the_folder_goes_on(tmp_path, monkeypatch):

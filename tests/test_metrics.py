@@ -317,3 +317,10 @@ def test_calc_metrics_json_is_strict_and_a_skipped_requested_metric_fails(tmp_pa
     assert data["metrics"]["psnr"] is None and data["non_finite"] == {"psnr": "inf"}
     assert data["skipped"] == {"lpips": "weights alexnet.pth not found"}
     assert calc_metrics.main(args) == 0
+
+
+def test_plot_rd_names_a_missing_csv_in_one_line(tmp_path, capsys):
+    missing = tmp_path / "nope.csv"
+    assert plot_rd.main(["--csv", f"{missing}:Ours", "--out", str(tmp_path / "rd")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: --csv {missing}: no such file"
