@@ -158,3 +158,17 @@ def test_temporaries_of_a_killed_save_are_removed_on_start(tmp_path, sample_dir)
     keep.write_text("mine")
     build_trainer(demo_cfg(tmp_path, sample_dir), exp_name="run", device="cpu")
     assert not stale.exists() and keep.exists()
+
+
+def test_a_checkpoint_of_other_widths_is_one_paragraph(tmp_path, sample_dir):
+    """Loading a file made with other layer widths says how many tensors differ and shows three, in one
+    message, instead of one line per mismatched tensor."""
+    from src.utils.checkpoint import load_model_state
+
+    small = build_trainer(demo_cfg(tmp_path / "a", sample_dir), exp_name="s", device="cpu").model
+    wide = build_trainer(demo_cfg(tmp_path / "b", sample_dir, **{"model.N": 16}), exp_name="w", device="cpu").model
+    with pytest.raises(RuntimeError) as err:
+        load_model_state(small, wide.state_dict(), strict=True, source="wide.pth.tar")
+    text = str(err.value)
+    assert "wide.pth.tar does not fit this model" in text and "have other shapes" in text
+    assert text.count("file (") == 3 and "\n" not in text

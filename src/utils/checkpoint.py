@@ -210,6 +210,16 @@ def load_model_state(model: torch.nn.Module, state: Dict[str, torch.Tensor], str
         raise RuntimeError(f"{source or 'state dict'} shares none of its {len(state)} keys with the model "
                            f"(its first: {sorted(state)[:3]}; the model's first: {sorted(own)[:3]}): wrong file "
                            "or wrong config")
+    resized = ("._quantized_cdf", "._offset", "._cdf_length", ".scale_table")   # entropy tables: resized on load
+    wrong = [k for k in own.keys() & state.keys() if not k.endswith(resized)
+             and isinstance(state[k], torch.Tensor) and tuple(state[k].shape) != tuple(own[k].shape)]
+    if wrong:
+        wrong.sort()
+        shown = "; ".join(f"{k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}" for k in wrong[:3])
+        raise RuntimeError(f"{source or 'state dict'} does not fit this model: {len(wrong)} of its {len(state)} "
+                           f"tensors have other shapes ({shown}{'; ...' if len(wrong) > 3 else ''}). It was made "
+                           "with other layer widths: use the config it was trained with (training checkpoints "
+                           "store it under 'config'; toy widths are config/_base_/model/dcvic_tiny.yaml)")
     result = model.load_state_dict(state, strict=False)
     missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     if strict and (missing or unexpected):
