@@ -96,6 +96,17 @@ CHILD = textwrap.dedent(r"""
 """)
 
 
+#: address space of the child that decodes the hostile streams (like ``ulimit -v``): a stream that
+#: made the decoder allocate for its declared size would fail there, not take the machine's memory
+CHILD_MEMORY_BYTES = 6 << 30
+
+
+def limit_memory() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY_BYTES, CHILD_MEMORY_BYTES))
+
+
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory):
     """{case: result} from one child process; cases after a crash are missing (see ``case``)."""
@@ -104,7 +115,7 @@ def hostile(tmp_path_factory):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     try:
         proc = subprocess.run([sys.executable, "-c", code, str(folder)], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=300)
+                              text=True, timeout=300, preexec_fn=limit_memory)
         out, rc, err = proc.stdout, proc.returncode, proc.stderr
     except subprocess.TimeoutExpired as e:
         out, rc, err = (e.stdout or b"").decode(), "timeout", (e.stderr or b"").decode()
