@@ -107,3 +107,48 @@ def test_trust_checkpoint_flag_is_the_only_way_to_unpickle_a_model_file(tmp_path
         export_model.main(args)
     assert export_model.main(args + ["--trust_checkpoint"]) == 0
     assert set(load_file(tmp_path / "out.pth.tar")) == {"comp_model", "fingerprint"}   # weights-only now
+
+
+def test_a_payload_runs_through_no_loader_entry_point(tmp_path, sample_dir):
+    """The payload file as --model_path, as the VQGAN ckpt_path, as a load_checkpoint step, as the
+    newest checkpoint auto-resume would pick, and as a tokenizer checkpoint: never executed; our own
+    loaders refuse it naming the file and the flag."""
+    import os
+
+    from src.models.codec.loading import load_codec
+    from src.models.vq.vqgan import build_pretrained_vq_model
+    from src.tokenizer_tools import _read_checkpoint
+    from src.trainer import build_trainer
+    from src.trainer.zoo_trainers import read_tokenizer_checkpoint
+    from src.utils.checkpoint import checkpoint_path
+    from src.utils.config import load_config
+
+    root = os.path.dirname(os.path.dirname(__file__))
+    marker = tmp_path / "marker"
+    payload = {"comp_model": {"w": torch.zeros(2)}, "extra": Payload(marker)}
+    evil = tmp_path / "evil.pth.tar"
+    torch.save(payload, evil)
+    codec_cfg = os.path.join(root, "config", "quickstart", "stage1_2.yaml")
+    with pytest.raises(UntrustedCheckpointError, match="evil.pth.tar.*--trust_checkpoint"):
+        load_codec(codec_cfg, evil, "cpu", ["subnet.vq_model.ckpt_path=null"])
+    vq = load_config(codec_cfg, []).subnet.vq_model.to_dict()
+    with pytest.raises(Exception):                     # read inert, then no VQGAN weights in it
+        build_pretrained_vq_model(**{**vq, "ckpt_path": str(evil)})
+
+    def demo(**extra):
+        opts = [f"ckpt_dir={tmp_path / 'ckpt'}", f"dataset.train_dataset.root_dir={sample_dir}", "model.N=8",
+                "model.M=8", "eval_step=null", "total_iter=2"] + [f"{k}={v}" for k, v in extra.items()]
+        return load_config(os.path.join(root, "config", "quickstart", "demo.yaml"), opts)
+
+    for exp in ("prev", "run"):
+        path = checkpoint_path(tmp_path / "ckpt", exp, 2)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(payload, path)
+    with pytest.raises(UntrustedCheckpointError, match="comp_model_iter2"):
+        build_trainer(demo(**{"+load_checkpoint": "{exp: prev, iter: 2}"}), exp_name="next", device="cpu")
+    with pytest.raises(UntrustedCheckpointError, match="comp_model_iter2"):
+        build_trainer(demo(), exp_name="run", device="cpu")          # auto-resume
+    with pytest.raises(UntrustedCheckpointError):
+        read_tokenizer_checkpoint(str(evil))
+    assert "comp_model" in _read_checkpoint(evil)                    # official-file fallback: inert
+    assert not marker.exists()
