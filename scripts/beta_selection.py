@@ -27,6 +27,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make `src` importable without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from src.utils.cli import add_trust_checkpoint_flag  # noqa: E402  (light: no torch)
+
 # pandas and src.ratecontrol (pandas, torch) are imported where used, after parse_args.
 log = logging.getLogger("beta_selection")
 
@@ -46,9 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="random: offline smoke test only, meaningless FID")
     p.add_argument("--patch_size", type=int, default=256, help="FID patch side (capped at the crop side)")
     p.add_argument("--max_images", type=int, default=None, help="use only the first N crops")
-    p.add_argument("--trust_checkpoint", action="store_true",
-                   help="unpickle --model_path and the VQGAN checkpoint fully: they can run code, so only for files from a "
-                        "source you trust (by default a file holding more than tensors is refused)")
+    add_trust_checkpoint_flag(p)
     p.add_argument("-d", "--device", default="cpu")
     p.add_argument("--opt", nargs="*", default=[], help="config overrides key.sub=value")
     return p.parse_args(argv)

@@ -34,6 +34,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make `src` importable without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from src.utils.cli import add_trust_checkpoint_flag  # noqa: E402  (light: no torch)
+
 # src.ratecontrol (pandas; torch for the model) is imported where used, after parse_args.
 log = logging.getLogger("binary_rate_search")
 
@@ -55,9 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--separate_targets", action="store_true",
                    help="batched: a fresh curve per target instead of one per beta_vq")
     p.add_argument("--max_images", type=int, default=None, help="use only the first N crops")
-    p.add_argument("--trust_checkpoint", action="store_true",
-                   help="unpickle --model_path and the VQGAN checkpoint fully: they can run code, so only for files from a "
-                        "source you trust (by default a file holding more than tensors is refused)")
+    add_trust_checkpoint_flag(p)
     p.add_argument("-d", "--device", default="cpu")
     p.add_argument("--opt", nargs="*", default=[], help="config overrides key.sub=value")
     return p.parse_args(argv)

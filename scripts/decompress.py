@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from src.utils.cli import add_trust_checkpoint_flag  # noqa: E402  (light: no torch)
 # torch, compressai and the model code are imported in main() (fast --help)
 #: ``src.models.codec.image_coder.MAX_DECODE_SIDE`` (a test keeps the two equal)
 DEFAULT_MAX_SIDE = 16384
@@ -30,9 +32,7 @@ def parse_args(argv=None):
     p.add_argument("--max_side", type=int, default=DEFAULT_MAX_SIDE,
                    help=f"largest image height/width a file may declare (default {DEFAULT_MAX_SIDE}); "
                         "larger ones are refused as corrupt")
-    p.add_argument("--trust_checkpoint", action="store_true",
-                   help="unpickle --model_path and the VQGAN checkpoint fully: they can run code, so only for files from a "
-                        "source you trust (by default a file holding more than tensors is refused)")
+    add_trust_checkpoint_flag(p)
     p.add_argument("-d", "--device", default="cuda")
     p.add_argument("--opt", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
     return p.parse_args(argv)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from src.utils.cli import add_trust_checkpoint_flag  # noqa: E402  (light: no torch)
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,9 +32,7 @@ def parse_args(argv=None):
     p.add_argument("--selection_csv", default=None)
     p.add_argument("--metrics", default="psnr,ms_ssim,lpips,dists")
     p.add_argument("--model_name", default=None, help="label in the CSV (default: the config's name)")
-    p.add_argument("--trust_checkpoint", action="store_true",
-                   help="unpickle --model_path and the VQGAN checkpoint fully: they can run code, so only for files from a "
-                        "source you trust (by default a file holding more than tensors is refused)")
+    add_trust_checkpoint_flag(p)
     p.add_argument("-d", "--device", default="cuda")
     p.add_argument("--opt", nargs="+", default=[], metavar="KEY=VALUE")
     return p.parse_args(argv)

@@ -20,6 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from src.utils.cli import add_trust_checkpoint_flag  # noqa: E402  (light: no torch)
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -28,9 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="file to write (its folder is created)")
     p.add_argument("--rebuild", action="store_true",
                    help="rebuild every table from the weights, also those the file already stores")
-    p.add_argument("--trust_checkpoint", action="store_true",
-                   help="unpickle --model_path and the VQGAN checkpoint fully: they can run code, so only for files from a "
-                        "source you trust (by default a file holding more than tensors is refused)")
+    add_trust_checkpoint_flag(p)
     p.add_argument("--opt", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")
     return p.parse_args(argv)
 
