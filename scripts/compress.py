@@ -22,7 +22,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from src.utils.cli import add_trust_checkpoint_flag  # noqa: E402  (light: no torch)
 # torch, compressai and the model code are imported in the functions that need them (fast --help)
+#: ``image_coder.MAX_DECODE_SIDE`` and ``compression.DEFAULT_MAX_PIXELS`` / 1e6 (a test keeps them equal)
+DEFAULT_MAX_SIDE = 16384
+DEFAULT_MAX_MEGAPIXELS = 40.0
 
 
 def parse_args(argv=None):
@@ -37,13 +42,12 @@ def parse_args(argv=None):
     p.add_argument("--target_bpp", type=float, default=None, help="bitrate to aim for (needs --selection_csv)")
     p.add_argument("--selection_csv", default=None, help="beta_selection_results.csv of scripts/beta_selection.py")
     p.add_argument("--decompress", action="store_true", help="also decode the files and save reconstructions")
-    p.add_argument("--max_megapixels", type=float, default=40.0,
-                   help="refuse larger images (default 40, i.e. 40 million pixels; reported per file)")
-    p.add_argument("--max_side", type=int, default=16384,
-                   help="refuse images with a longer side (default 16384, what decompress.py accepts by default)")
-    p.add_argument("--trust_checkpoint", action="store_true",
-                   help="unpickle --model_path and the VQGAN checkpoint fully: they can run code, so only for files from a "
-                        "source you trust (by default a file holding more than tensors is refused)")
+    p.add_argument("--max_megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS,
+                   help=f"refuse larger images (default {DEFAULT_MAX_MEGAPIXELS:g} million pixels; reported per file)")
+    p.add_argument("--max_side", type=int, default=DEFAULT_MAX_SIDE,
+                   help=f"refuse images with a longer side (default {DEFAULT_MAX_SIDE}, what decompress.py accepts "
+                        "by default)")
+    add_trust_checkpoint_flag(p)
     p.add_argument("--no_estimate", action="store_true", help="skip the model's own bit estimates (faster)")
     p.add_argument("-d", "--device", default="cuda")
     p.add_argument("--opt", nargs="+", default=[], metavar="KEY=VALUE", help="config overrides")

@@ -102,10 +102,15 @@ def test_help_times_marks_scripts_over_the_bar(capsys):
     assert "OVER" in capsys.readouterr().out
 
 
-def test_decompress_default_max_side_is_the_decoders():
-    """decompress.py states its --max_side default without importing the decoder: keep them equal."""
+def test_script_limit_defaults_are_the_library_ones():
+    """compress.py and decompress.py state their limit defaults without importing the library:
+    keep them equal to it."""
     import runpy
 
+    from src.compression import DEFAULT_MAX_PIXELS
     from src.models.codec.image_coder import MAX_DECODE_SIDE
 
     assert runpy.run_path(str(ROOT / "scripts" / "decompress.py"))["DEFAULT_MAX_SIDE"] == MAX_DECODE_SIDE
+    compress = runpy.run_path(str(ROOT / "scripts" / "compress.py"))
+    assert compress["DEFAULT_MAX_SIDE"] == MAX_DECODE_SIDE
+    assert compress["DEFAULT_MAX_MEGAPIXELS"] * 1e6 == DEFAULT_MAX_PIXELS
