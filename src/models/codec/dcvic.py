@@ -14,7 +14,8 @@ indices of a frozen VQGAN f8 and fuses its own features into the VQGAN decoder::
 CompressAI contract: ``forward`` (rates from likelihoods), ``compress -> {"strings", "shape"}``,
 ``decompress -> {"x_hat"}``, ``update()``, ``aux_loss()``. The entropy parameters (h_s, ChARM,
 CDFs) are computed on the CPU in float32 during compress/decompress, so that a stream made on
-one device decodes on another (not guaranteed bit for bit, see ``_entropy_on_cpu``). ``beta_cond=False`` is the unconditioned step-1-1 model.
+one device decodes on another (not guaranteed bit for bit, see ``_entropy_on_cpu``).
+``beta_cond=False`` is the unconditioned step-1-1 model.
 """
 from __future__ import annotations
 
@@ -38,8 +39,6 @@ from src.utils.registry import MODELS, SUBNETS
 
 logger = logging.getLogger(__name__)
 ENC_VQ_INPUTS = ("onehot_indices", "norm_indices")
-#: arithmetic of the entropy parameters (h_s, ChARM) when coding (see ``DCVIC._entropy_on_cpu``)
-ENTROPY_DTYPE = torch.float32
 
 
 def bits_per_pixel(likelihoods: Tensor, num_pixels: int) -> Tensor:
@@ -149,7 +148,7 @@ class DCVIC(nn.Module):
         where = [_location(m) for m in mods]
         try:
             for m in mods:
-                m.to(device="cpu", dtype=ENTROPY_DTYPE)
+                m.to(device="cpu", dtype=torch.float32)
             yield
         finally:
             for m, (dev, dt) in zip(mods, where):
@@ -294,7 +293,7 @@ class DCVIC(nn.Module):
         y = self.encode(x, beta_rate, beta_vq, vq_indices)["y"]
         z = self.hyperencoder(y)
         with self._entropy_on_cpu():
-            y, z = y.to("cpu", ENTROPY_DTYPE), z.to("cpu", ENTROPY_DTYPE)
+            y, z = y.float().cpu(), z.float().cpu()
             z_strings = self.entropy_model_z.compress(z)
             z_hat = self.entropy_model_z.decompress(z_strings, z.shape[-2:])
             hyper_out = self.hyperdecoder(z_hat)
@@ -303,11 +302,11 @@ class DCVIC(nn.Module):
 
     @torch.no_grad()
     def decompress_latent(self, strings: Sequence[List[bytes]], shape: Sequence[int]) -> Tensor:
-        """Entropy decoding only (on the CPU): strings -> y_hat (on the CPU, float32)."""
+        """Entropy decoding only (on the CPU): strings -> y_hat (on the CPU)."""
         with self._entropy_on_cpu():
             z_hat = self.entropy_model_z.decompress(list(strings[0]), tuple(shape))
-            hyper_out = self.hyperdecoder(z_hat.to(ENTROPY_DTYPE))
-            return self.context_model.decompress(strings[1:], hyper_out, self.entropy_model_y).float()
+            hyper_out = self.hyperdecoder(z_hat)
+            return self.context_model.decompress(strings[1:], hyper_out, self.entropy_model_y)
 
     @torch.no_grad()
     def decompress(self, strings: Sequence[List[bytes]], shape: Sequence[int], beta_rate=None,
