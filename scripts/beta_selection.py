@@ -28,6 +28,7 @@ if __package__ in (None, ""):  # run as a file: make `src` importable without in
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from src.utils.cli import add_trust_checkpoint_flag  # noqa: E402  (light: no torch)
+from src.utils.preflight import Preflight, codec_inputs  # noqa: E402  (light: no torch)
 
 # pandas and src.ratecontrol (pandas, torch) are imported where used, after parse_args.
 log = logging.getLogger("beta_selection")
@@ -99,6 +100,16 @@ def make_evaluator(args, data):
 def main(argv=None) -> int:
     """Run the script; returns the exit status (0 on success)."""
     args = parse_args(argv)
+    pf = Preflight()
+    if args.fid_features == "inception":
+        from src.utils.weight_files import FID_INCEPTION_FILE, FID_INCEPTION_URL, hub_checkpoint_dir
+
+        pf.downloadable("--fid_features inception", hub_checkpoint_dir() / FID_INCEPTION_FILE, "github.com",
+                        FID_INCEPTION_URL)
+    if codec_inputs(args.config, args.opt, args.model_path, pf=pf, dirs={
+            "--search_dir": (args.search_dir, "the --save_dir of scripts/binary_rate_search.py"),
+            "--dataset_root": (args.dataset_root, "scripts/build_openimage_val_dataset.py builds it")}).failed():
+        return 2
     import pandas as pd
 
     from src.ratecontrol.selection import candidate_table, select_betas, write_selection, yaml_snippet

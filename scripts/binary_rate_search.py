@@ -35,6 +35,7 @@ if __package__ in (None, ""):  # run as a file: make `src` importable without in
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from src.utils.cli import add_trust_checkpoint_flag  # noqa: E402  (light: no torch)
+from src.utils.preflight import codec_inputs  # noqa: E402  (light: no torch)
 
 # src.ratecontrol (pandas; torch for the model) is imported where used, after parse_args.
 log = logging.getLogger("binary_rate_search")
@@ -120,6 +121,9 @@ def comparison(rows_a: list, rows_b: list, shared_curve: bool = True) -> str:
 def main(argv=None) -> int:
     """Run the script; returns the exit status (0 on success)."""
     args = parse_args(argv)
+    if codec_inputs(args.config, args.opt, args.model_path, dirs={"--dataset_root": (
+            args.dataset_root, "build the crops with scripts/build_openimage_val_dataset.py")}).failed():
+        return 2
     from src.models.codec.loading import load_codec
     from src.ratecontrol.search import CONVERGED
     from src.ratecontrol.valset import load_val_set

@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from src.utils.cli import add_trust_checkpoint_flag  # noqa: E402  (light: no torch)
+from src.utils.preflight import codec_inputs  # noqa: E402  (light: no torch)
 # torch, compressai and the model code are imported in the functions that need them (fast --help)
 #: ``image_coder.MAX_DECODE_SIDE`` and ``compression.DEFAULT_MAX_PIXELS`` / 1e6 (a test keeps them equal)
 DEFAULT_MAX_SIDE = 16384
@@ -79,6 +80,10 @@ def main(argv=None) -> int:
     if not args.max_megapixels > 0 or not 1 <= args.max_side <= 1 << 20:
         print(f"error: --max_megapixels must be positive and --max_side in [1, {1 << 20}]", file=sys.stderr)
         return 2
+    if codec_inputs(args.config_path, args.opt, args.model_path,
+                    dirs={"--img_dir": (args.img_dir, "give a folder of images")},
+                    files={"--selection_csv": (args.selection_csv, "scripts/beta_selection.py writes it")}).failed():
+        return 2   # every missing input at once, before torch is imported
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     from src.compression import compress_folder, device_or_cpu
     from src.models.codec.image_coder import ImageCoder

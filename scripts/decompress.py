@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from src.utils.cli import add_trust_checkpoint_flag  # noqa: E402  (light: no torch)
+from src.utils.preflight import codec_inputs  # noqa: E402  (light: no torch)
 # torch, compressai and the model code are imported in main() (fast --help)
 #: ``src.models.codec.image_coder.MAX_DECODE_SIDE`` (a test keeps the two equal)
 DEFAULT_MAX_SIDE = 16384
@@ -40,6 +41,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if codec_inputs(args.config_path, args.opt, args.model_path,
+                    dirs={"--bin_dir": (args.bin_dir, "give the bin/ folder written by scripts/compress.py")}).failed():
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     from src.compression import decompress_folder, device_or_cpu
     from src.models.codec.image_coder import ImageCoder

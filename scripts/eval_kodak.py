@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from src.utils.cli import add_trust_checkpoint_flag  # noqa: E402  (light: no torch)
+from src.utils.preflight import codec_inputs  # noqa: E402  (light: no torch)
 
 
 def parse_args(argv=None):
@@ -54,6 +55,10 @@ def rate_points(args, cfg):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if codec_inputs(args.config_path, args.opt, args.model_path,
+                    dirs={"--img_dir": (args.img_dir, "give a folder of images")},
+                    files={"--selection_csv": (args.selection_csv, "scripts/beta_selection.py writes it")}).failed():
+        return 2   # every missing input at once, before torch is imported
     import pandas as pd  # torch, compressai, pandas: after parse_args
 
     from src.compression import device_or_cpu, evaluate_rate_point

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from src.utils.cli import add_trust_checkpoint_flag  # noqa: E402  (light: no torch)
+from src.utils.preflight import codec_inputs  # noqa: E402  (light: no torch)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -37,8 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if not Path(args.model_path).is_file():
-        print(f"error: --model_path {args.model_path} not found", file=sys.stderr)
+    if codec_inputs(args.config_path, args.opt, args.model_path).failed():
         return 2
     out = Path(args.out)
     if out.resolve() == Path(args.model_path).resolve():

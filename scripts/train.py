@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from src.utils.config import load_config  # noqa: E402
+from src.utils.preflight import training_inputs  # noqa: E402  (light: no torch)
 
 
 def parse_args(argv=None):
@@ -33,7 +33,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    cfg = load_config(args.config, args.opt)
+    preflight, cfg = training_inputs(args.config, args.opt)   # every missing input at once, before torch
+    if preflight.failed():
+        return 2
     exp = args.exp_name or Path(args.config).stem
     from src.trainer import run_training  # torch, compressai: only once the arguments are checked
 

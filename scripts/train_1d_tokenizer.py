@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from src.utils.config import load_config  # noqa: E402
+from src.utils.preflight import Preflight  # noqa: E402  (light: no torch)
 
 STAGES = ("stage1", "stage2")
 
@@ -73,10 +73,14 @@ def overrides(args) -> list:
 def main(argv=None) -> int:
     args = parse_args(argv)
     config = args.config or str(ROOT / "config" / "tokenizer" / "alitok" / f"alitok_{args.stage}.yaml")
-    cfg = load_config(config, overrides(args))
-    causal = bool(cfg.model.get("causal_decoder", True))
+    pf = Preflight()   # every problem of the arguments and the config at once, before torch is imported
+    cfg = pf.config(config, overrides(args))
+    causal = bool(cfg.model.get("causal_decoder", True)) if cfg is not None else args.stage == "stage1"
     if causal != (args.stage == "stage1"):
-        print(f"error: {config} has causal_decoder={causal}, which is not --stage {args.stage}", file=sys.stderr)
+        pf.add(f"{config} has causal_decoder={causal}, which is not --stage {args.stage}",
+               f"give --stage {'stage1' if causal else 'stage2'} or another --config")
+    pf.config_inputs(cfg, train=True)
+    if pf.failed():
         return 2
     exp = args.exp_name or (f"alitok_{args.stage}" if args.config is None else Path(args.config).stem)
     from src.trainer import run_training  # torch, compressai: only once the arguments are checked

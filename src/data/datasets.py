@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from src.utils.image_io import ImageReadError, is_image_file, list_images, load_rgb, to_tensor
+from src.utils.paths import looked_for, resolve_input
 from src.utils.registry import DATASETS
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ class ImageDataset(_SkippingImageDataset):
                  split: Optional[str] = None, train: bool = True, sample_photos: bool = False, seed: int = 0,
                  name: Optional[str] = None, resize_range=None, max_images: Optional[int] = None,
                  recursive: bool = False):
-        root = Path(root_dir).expanduser()
+        root = resolve_input(root_dir, "dir")  # relative: the current directory, then the repository
         if sample_photos and not (root.is_dir() and any(is_image_file(p) for p in root.iterdir())):
             export_sample_photos(root)
         if subset_list is not None:
@@ -136,7 +137,8 @@ class ImageDataset(_SkippingImageDataset):
             folders = [root]
         missing = [str(f) for f in folders if not f.is_dir()]
         if missing:
-            hint = " (edit root_dir / subset_list in the dataset config; see datasets/README.md)"
+            hint = (f" (root_dir looked for at: {looked_for(root_dir)}; edit root_dir / subset_list in the "
+                    f"dataset config; see datasets/README.md)")
             raise FileNotFoundError(f"dataset {name or root}: folder(s) not found: {', '.join(missing)}{hint}")
         files = [p for folder in folders for p in list_images(folder, recursive)]
         if max_images is not None:

@@ -9,12 +9,13 @@ import torch
 from torch import nn
 
 from src.utils.registry import LOSSES
+from src.utils.weight_files import LPIPS_BACKBONES, TORCHVISION_FILES
 
 from .weighting import check_reduction, reduce_batch
 
 #: torchvision's AlexNet file that ``lpips`` (net="alex") loads through torch.hub.
-ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
-_BACKBONE_FILES = {"alex": ALEXNET_FILE, "vgg": "vgg16-397923af.pth", "squeeze": "squeezenet1_1-b8a52dc0.pth"}
+ALEXNET_FILE = TORCHVISION_FILES["alexnet"]
+_BACKBONE_FILES = {net: TORCHVISION_FILES[model] for net, model in LPIPS_BACKBONES.items()}
 
 
 def _hub_checkpoint_dir() -> str:

@@ -40,6 +40,7 @@ from src.trainer.base_trainer import BaseTrainer
 from src.trainer.optim import build_optimizer
 from src.trainer.tokenizer_trainer import VQGANTrainer, optional_loss
 from src.utils.checkpoint import load_file, load_model_state
+from src.utils.paths import resolve_input
 from src.utils.registry import MODELS, TRAINERS
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def tokenizer_source(cfg: Mapping[str, Any]) -> Optional[str]:
 
 def read_tokenizer_checkpoint(path: str) -> Tuple[Optional[Dict[str, Any]], Dict[str, torch.Tensor]]:
     """(model section of the run's config or None, ``comp_model`` state) of a training checkpoint."""
-    ckpt = load_file(path)
+    ckpt = load_file(resolve_input(path, "file"))
     if not isinstance(ckpt, dict) or "comp_model" not in ckpt:
         raise KeyError(f"{path} is not a checkpoint of scripts/train.py (no 'comp_model')")
     return (ckpt.get("config") or {}).get("model"), ckpt["comp_model"]

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from src.utils.paths import looked_for, resolve_input
 from src.utils.registry import DATASETS
 
 
@@ -51,9 +52,10 @@ class TokenDataset(Dataset):
 
     def __init__(self, root_dir: str, seq_len: Optional[int] = None, train: bool = True,
                  max_items: Optional[int] = None, name: Optional[str] = None):
-        root = Path(root_dir).expanduser()
+        root = resolve_input(root_dir, "dir")  # relative: the current directory, then the repository
         if not root.is_dir():
-            raise FileNotFoundError(f"token dataset {name or root}: folder {root} not found; write it with "
+            raise FileNotFoundError(f"token dataset {name or root}: folder {root_dir} not found (looked for: "
+                                    f"{looked_for(root_dir)}); write it with "
                                     f"scripts/tokenize.py (one .npy per image)")
         self.files, self.labels, self.classes = scan_token_folder(root)
         if max_items is not None:

@@ -20,6 +20,9 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 import torch
 from torch import nn
 
+from src.utils.paths import looked_for, resolve_input
+from src.utils.weight_files import TIMM_TEACHERS
+
 from .vit import ViTEncoder
 
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
@@ -40,13 +43,13 @@ class TeacherSpec:
 
 
 TEACHERS: Dict[str, TeacherSpec] = {
-    "clip_vit_b16": TeacherSpec("vit_base_patch16_clip_224.openai", CLIP_MEAN, CLIP_STD, "vit",
+    "clip_vit_b16": TeacherSpec(TIMM_TEACHERS["clip_vit_b16"], CLIP_MEAN, CLIP_STD, "vit",
                                 "CLIP ViT-B/16 (OpenAI), 768-d"),
-    "dino_vit_b16": TeacherSpec("vit_base_patch16_224.dino", IMAGENET_MEAN, IMAGENET_STD, "vit",
+    "dino_vit_b16": TeacherSpec(TIMM_TEACHERS["dino_vit_b16"], IMAGENET_MEAN, IMAGENET_STD, "vit",
                                 "DINO ViT-B/16, 768-d"),
-    "mae_vit_b16": TeacherSpec("vit_base_patch16_224.mae", IMAGENET_MEAN, IMAGENET_STD, "vit",
+    "mae_vit_b16": TeacherSpec(TIMM_TEACHERS["mae_vit_b16"], IMAGENET_MEAN, IMAGENET_STD, "vit",
                                "MAE ViT-B/16, 768-d"),
-    "convnext_base": TeacherSpec("convnext_base.fb_in22k", IMAGENET_MEAN, IMAGENET_STD, "convnext",
+    "convnext_base": TeacherSpec(TIMM_TEACHERS["convnext_base"], IMAGENET_MEAN, IMAGENET_STD, "convnext",
                                  "ConvNeXt-B (ImageNet-22k), stage 3 (stride 16), 512-d"),
 }
 LOCAL_TEACHERS = ("tiny_vit",)
@@ -122,9 +125,11 @@ def _timm_teacher(name: str, weights: Optional[str], image_size: int) -> FrozenT
         raise TeacherUnavailable(f"teacher {name!r} needs timm: pip install timm ({e})") from e
     kwargs: Dict[str, Any] = {"pretrained": True, "num_classes": 0}
     if weights:
-        if not os.path.isfile(weights):
-            raise TeacherUnavailable(f"teacher {name!r}: weight file {weights} not found")
-        kwargs["pretrained_cfg_overlay"] = {"file": weights}
+        found = resolve_input(weights, "file")
+        if not found.is_file():
+            raise TeacherUnavailable(f"teacher {name!r}: weight file {weights} not found (looked for: "
+                                     f"{looked_for(weights)})")
+        kwargs["pretrained_cfg_overlay"] = {"file": str(found)}
     if spec.kind == "vit":
         kwargs.update(dynamic_img_size=True, img_size=image_size)
     try:

@@ -22,6 +22,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
+from ...utils.paths import looked_for, resolve_input
 from ...utils.registry import MODELS
 from .backbone import Decoder, Encoder, FeatureHook
 from .quantizers import QuantizerOutput, VectorQuantizer, build_quantizer
@@ -244,10 +245,10 @@ def build_pretrained_vq_model(ckpt_path: Optional[str], embed_dim: int, n_embed:
         warnings.warn(msg, stacklevel=2)
         logger.warning(msg)
     else:
-        path = os.path.expanduser(str(ckpt_path))
+        path = str(resolve_input(ckpt_path, "file"))  # relative: the current directory, then the repository
         if not os.path.isfile(path):
             raise FileNotFoundError(
-                f"VQGAN checkpoint not found: {path!r}. Expected "
+                f"VQGAN checkpoint not found: {str(ckpt_path)!r} (looked for: {looked_for(ckpt_path)}). Expected "
                 f"{expected_checkpoint_name(n_embed, ddconfig)} for embed_dim={embed_dim}, "
                 f"n_embed={n_embed}, ch_mult={list(ddconfig['ch_mult'])}. {_WHERE_PUBLISHED}")
         model.load_state_dict(vq_state_dict(load_checkpoint_file(path, trust=trust)), strict=True)
