@@ -18,6 +18,7 @@ import logging
 import math
 import signal
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional
 
@@ -124,8 +125,7 @@ class BaseTrainer:
                 t1 = time.perf_counter()
                 self.model.train()
                 logs = self.train_step(batch, it)
-                for scheduler in self.schedulers.values():
-                    scheduler.step()
+                self._step_schedulers()
                 it += 1
                 t2 = time.perf_counter()
                 data_time, step_time = data_time + (t1 - t0), step_time + (t2 - t0)
@@ -153,6 +153,16 @@ class BaseTrainer:
         return it
 
     # ----------------------------------------------------------- step helpers
+    def _step_schedulers(self) -> None:
+        """Advance every schedule by one iteration. Schedules count iterations, not optimizer steps, so
+        an optimizer that has not stepped yet (D before ``disc_start``, a skipped non-finite step) is
+        still on schedule when it starts; torch's warning about that order is silenced here only."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before "
+                                    r"`optimizer\.step\(\)`", category=UserWarning)
+            for scheduler in self.schedulers.values():
+                scheduler.step()
+
     def autocast(self):
         if not self.amp:
             return contextlib.nullcontext()

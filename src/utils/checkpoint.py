@@ -149,9 +149,13 @@ class UntrustedCheckpointError(RuntimeError):
 _OLD_RNG_GLOBALS = [np.core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
+#: terminal colour codes (torch's weights-only message makes a phrase bold with them)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def unpickling_detail(err: Exception) -> str:
-    """The line of a weights-only failure that names the refused global (else its first line)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    """The line of a weights-only failure that names the refused global (else its first line), as plain text."""
+    lines = [line.strip() for line in _ANSI.sub("", str(err)).splitlines() if line.strip()]
     named = next((line for line in lines if "GLOBAL" in line), None)
     if named is not None:   # drop torch's advice to allow-list the global: not for a stranger's file
         return named.split(" was not an allowed global")[0].replace("WeightsUnpickler error: ", "")
@@ -176,16 +180,18 @@ def load_file(path: os.PathLike, map_location: str = "cpu", trust: bool = False)
         with torch.serialization.safe_globals(_OLD_RNG_GLOBALS):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        # ``from None``: torch's own message (with terminal colour codes and advice to allow-list the
+        # global) would be printed above ours; the line that matters is quoted in ours
         if "GLOBAL" not in str(e):   # not a refused object: the bytes are no (complete) pickle
-            raise RuntimeError(f"cannot read checkpoint {path}: {unpickling_detail(e)}") from e
+            raise RuntimeError(f"cannot read checkpoint {path}: {unpickling_detail(e)}") from None
         raise UntrustedCheckpointError(
             f"refusing to load {path}: it pickles objects other than tensors and plain containers "
             f"({unpickling_detail(e)}), and unpickling them can run code. If you trust the file's source, "
             "pass --trust_checkpoint (compress, decompress, eval_kodak, export_model, binary_rate_search, "
             "beta_selection), or load it once with src.utils.checkpoint.load_file(path, trust=True) and save "
-            "its state dict") from e
+            "its state dict") from None
     except Exception as e:  # corrupt or partial file
-        raise RuntimeError(f"cannot read checkpoint {path}: {e}") from e
+        raise RuntimeError(f"cannot read checkpoint {path}: {_ANSI.sub('', str(e))}") from e
 
 
 def model_state_from_file(path: os.PathLike, trust: bool = False) -> Dict[str, torch.Tensor]:
