@@ -114,6 +114,22 @@ def test_kid_identical_and_shifted():
         kid_from_features(x[:1], x[:1])
 
 
+def test_kid_over_all_samples_equals_the_unbiased_mmd_closed_form():
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(50, 8)), rng.normal(size=(50, 8)) + 0.3
+
+    def k(a, b):
+        return (a @ b.T / 8 + 1) ** 3
+
+    m = len(x)
+    ref = ((k(x, x).sum() - np.trace(k(x, x))) / (m * (m - 1)) + (k(y, y).sum() - np.trace(k(y, y))) / (m * (m - 1))
+           - 2 * k(x, y).mean())
+    mean, std = kid_from_features(x, y, num_subsets=3, max_subset_size=1000)   # every subset is the whole set
+    assert mean == pytest.approx(ref, rel=1e-10) and std == pytest.approx(0.0, abs=1e-12)
+    assert kid_from_features(x, y, num_subsets=4, max_subset_size=20, seed=1) == \
+        kid_from_features(x, y, num_subsets=4, max_subset_size=20, seed=1)   # seeded subsets
+
+
 # ---------------------------------------------------------------- weights / offline
 @pytest.fixture
 def no_downloads(tmp_path, monkeypatch):

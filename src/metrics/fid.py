@@ -5,20 +5,24 @@ half a patch (128 px) in both directions; Inception-v3 pool features (2048-d, py
 port of the TF FID network) of all real patches are compared with those of all reconstructed
 patches. A 768x512 Kodak image gives 6 + 2 = 8 patches, so Kodak (24 images) gives 192.
 
-* FID: Frechet distance between Gaussians fitted to both feature sets.
+* FID: Frechet distance between Gaussians fitted to both feature sets (pytorch-fid's).
 * KID: unbiased MMD^2 with the cubic polynomial kernel, averaged over random subsets of size
-  ``min(1000, n)`` (so that small sets such as Kodak's 192 patches still work).
+  ``min(1000, n)`` (so that small sets such as Kodak's 192 patches still work) (torchmetrics').
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import warnings
 
 import numpy as np
-import scipy.linalg
 import torch
 
 from src.metrics.pixel import ImageLike, to_uint8_grid
 from src.metrics.weights import load_or_explain
+
+log = logging.getLogger(__name__)
 
 
 def patch_positions(height: int, width: int, size: int = 256) -> list[tuple[int, int]]:
@@ -45,26 +49,26 @@ def extract_patches(img: torch.Tensor, size: int = 256) -> torch.Tensor:
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
                      eps: float = 1e-6) -> float:
-    """Frechet distance ``|mu1-mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2))`` between two Gaussians.
+    """Frechet distance ``|mu1-mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2))`` between two Gaussians, computed by
+    pytorch-fid's ``calculate_frechet_distance`` in float64.
 
-    ``scipy.linalg.sqrtm`` of a near-singular product (fewer samples than dimensions) may be
-    non-finite; then ``eps * I`` is added to both covariances. A small imaginary part from
-    round-off is dropped; a large one is an error.
+    A near-singular product (fewer samples than dimensions) gets ``eps * I`` added to both
+    covariances (pytorch-fid prints that; here it is logged); a large imaginary part of the square
+    root is a ValueError.
     """
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     s1, s2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
     if mu1.shape != mu2.shape or s1.shape != s2.shape:
         raise ValueError("mean vectors / covariances have different shapes")
-    covmean = scipy.linalg.sqrtm(s1 @ s2)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(s1.shape[0]) * eps
-        covmean = scipy.linalg.sqrtm((s1 + offset) @ (s2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise ValueError(f"imaginary component {np.abs(covmean.imag).max():.3g} in sqrtm")
-        covmean = covmean.real
-    diff = mu1 - mu2
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))
+    with contextlib.redirect_stdout(io.StringIO()) as printed, warnings.catch_warnings():
+        # pytorch-fid 0.3 calls sqrtm(disp=False): deprecated, removed in SciPy 1.18 (pyproject keeps scipy < 1.18)
+        warnings.filterwarnings("ignore", message="The `disp` argument is deprecated", category=DeprecationWarning)
+        value = calculate_frechet_distance(mu1, s1, mu2, s2, eps=eps)
+    if printed.getvalue().strip():
+        log.debug("pytorch-fid: %s", printed.getvalue().strip())
+    return float(value)
 
 
 def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -80,31 +84,32 @@ def fid_from_features(real: np.ndarray, fake: np.ndarray) -> float:
     return frechet_distance(*gaussian_stats(real), *gaussian_stats(fake))
 
 
-def _mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
-    """Unbiased MMD^2 with the kernel ``k(a, b) = (a.b / d + 1)^3``."""
-    d = x.shape[1]
-    kxx, kyy, kxy = ((x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3)
-    m, n = x.shape[0], y.shape[0]
-    sxx = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
-    syy = (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
-    return float(sxx + syy - 2.0 * kxy.mean())
-
-
 def kid_from_features(real: np.ndarray, fake: np.ndarray, num_subsets: int = 100,
                       max_subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """KID (mean, std over subsets); subset size ``min(max_subset_size, len(real), len(fake))``.
+    """KID (mean, std over subsets) by torchmetrics' ``KernelInceptionDistance`` on given features:
+    unbiased MMD^2 with the kernel ``(a.b / d + 1)^3``, subset size ``min(max_subset_size, len(real),
+    len(fake))`` (so that small sets such as Kodak's 192 patches still work), subsets drawn with
+    ``seed``.
 
     The estimator is unbiased for independent samples; for two *identical* sets (lossless
     reconstructions) it gives a small negative value of order ``-2 mean k(x, x) / n``.
     """
-    x, y = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    x = torch.as_tensor(np.asarray(real, np.float64))
+    y = torch.as_tensor(np.asarray(fake, np.float64))
     size = min(max_subset_size, len(x), len(y))
     if size < 2:
         raise ValueError("KID needs at least 2 samples in each set")
-    rng = np.random.default_rng(seed)
-    vals = [_mmd2_unbiased(x[rng.choice(len(x), size, replace=False)],
-                           y[rng.choice(len(y), size, replace=False)]) for _ in range(num_subsets)]
-    return float(np.mean(vals)), float(np.std(vals))
+    with warnings.catch_warnings():  # its note that it keeps every feature in memory: so do we
+        warnings.filterwarnings("ignore", message=".*will save all extracted features", category=UserWarning)
+        kid = KernelInceptionDistance(feature=torch.nn.Identity(), subsets=num_subsets, subset_size=size)
+    kid.update(x, real=True)
+    kid.update(y, real=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mean, std = kid.compute()
+    return float(mean), float(std)
 
 
 class InceptionFeatures:
