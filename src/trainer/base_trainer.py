@@ -71,6 +71,7 @@ class BaseTrainer:
         self.amp = amp
 
         self.start_iter = 0
+        self._wandb_run_id: Optional[str] = None   # the run a resumed checkpoint logged to
         self._stop_signal: Optional[int] = None
         self._skipped_steps: Dict[str, int] = {}
         if self.is_main and not dry_run:
@@ -81,7 +82,7 @@ class BaseTrainer:
         self.train_loader = self._build_loader()
         self.eval_dataset = self._build_eval_dataset()
         self.wandb = WandbLogger(use_wandb and self.is_main and not dry_run, cfg.get("project_name", "dc_vic"),
-                                 exp_name, cfg.to_dict(), self.exp_dir / "wandb")
+                                 exp_name, cfg.to_dict(), self.exp_dir, run_id=self._wandb_run_id)
         if self.is_main and not dry_run:
             save_config(cfg, self.exp_dir / "config.yaml")
         n_train = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
@@ -225,6 +226,7 @@ class BaseTrainer:
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
             "iter": it, "rng": rng_state(), "config": self.cfg.to_dict(),
+            "wandb_run_id": self.wandb.run_id or self._wandb_run_id,
         })
         path = checkpoint_path(self.cfg.get("ckpt_dir", "./checkpoint"), self.exp_name, it)
         atomic_torch_save(state, path)
@@ -264,6 +266,8 @@ class BaseTrainer:
         if dist.rank() > 0:
             torch.manual_seed(int(self.cfg.get("seed", 0)) + dist.rank() + int(ckpt["iter"]))
         self.start_iter = int(ckpt["iter"])
+        # checkpoints written before run ids were stored logged to the run named like the experiment
+        self._wandb_run_id = ckpt.get("wandb_run_id", self.exp_name)
         log.info("resumed from %s (iteration %d)", path, self.start_iter)
         return True
 

@@ -34,9 +34,15 @@ def setup_logging(log_file: Optional[Path] = None, debug: bool = False, main_pro
 
 
 class WandbLogger:
-    """Thin wrapper: does nothing unless enabled; runs offline when no API key is configured."""
+    """Thin wrapper: does nothing unless enabled; runs offline when no API key is configured.
 
-    def __init__(self, enabled: bool, project: str, name: str, config: Dict[str, Any], directory: Path):
+    wandb writes under ``<directory>/wandb/`` (give the experiment folder). ``run_id`` continues that
+    run (a resumed training passes the id its checkpoint stores); None starts a new run with a new
+    id, so that a fresh start of an experiment is a run of its own. :attr:`run_id` is the id in use.
+    """
+
+    def __init__(self, enabled: bool, project: str, name: str, config: Dict[str, Any], directory: Path,
+                 run_id: Optional[str] = None):
         self.run = None
         if not enabled:
             return
@@ -45,11 +51,16 @@ class WandbLogger:
         if not os.environ.get("WANDB_API_KEY") and not os.environ.get("WANDB_MODE"):
             has_netrc = (Path.home() / ".netrc").is_file()
             if not has_netrc:
-                logging.getLogger(__name__).warning("no wandb API key found: logging offline to %s", directory)
+                logging.getLogger(__name__).warning("no wandb API key found: logging offline to %s",
+                                                    directory / "wandb")
                 os.environ["WANDB_MODE"] = "offline"
         directory.mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(project=project, name=name, config=config, dir=str(directory), resume="allow",
-                              id=name)
+        resume = {"id": run_id, "resume": "allow"} if run_id else {}
+        self.run = wandb.init(project=project, name=name, config=config, dir=str(directory), **resume)
+
+    @property
+    def run_id(self) -> Optional[str]:
+        return None if self.run is None else self.run.id
 
     def log(self, data: Dict[str, Any], step: int) -> None:
         if self.run is not None:
