@@ -245,6 +245,7 @@ class DualBetaCondGanDistortionVqCodeTrainer(DualBetaCondRateDistortionVqCodeTra
         return loss(logits.float(), is_real=is_real, is_disc=is_disc).mean()
 
 
+@TRAINERS.register("DualBetaCondOasisGanDistortionVqFusionTrainer")  # the reference's name
 @TRAINERS.register()
 class DualBetaCondOASISGanDistortionVqCodeTrainer(DualBetaCondGanDistortionVqCodeTrainer):
     """Step 1-3 with an OASIS discriminator: per-pixel 256 VQ classes + 1 fake class."""
