@@ -7,8 +7,8 @@ step     trainer                                       what trains / losses
 1-2      ``DualBetaCondRateDistortionVqCodeTrainer``   same, betas drawn per sample; rate x 0.5 e^beta_rate,
                                                        VQ terms x e^beta_vq
 1-3, 3   ``DualBetaCondGanDistortionVqCodeTrainer``    decoder, VQ estimator, fusion; MSE + LPIPS + GAN +
-                                                       VQ codes; PatchGAN on image + 8 beta channels
-1-3 alt  ``DualBetaCondOASISGanDistortionVqCodeTrainer``  the same with a per-pixel OASIS discriminator
+                                                       VQ codes; PatchGAN on image + 8 learned beta channels
+1-3 alt  ``DualBetaCondOASISGanDistortionVqCodeTrainer``  the same with the OASIS variant (257 logits per VQ position)
 =======  ============================================  =================================================
 
 Stage 3 is step 1-3's trainer with ``model.use_selected_beta_pairs: true``: betas are drawn
