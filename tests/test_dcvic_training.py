@@ -66,7 +66,7 @@ def test_oasis_trainer_trains_discriminator(tmp_path, sample_dir):
     batch = trainer._to_device(next(iter(trainer.train_loader)))
     logs = trainer.train_step(batch, 0)
     assert all(torch.isfinite(torch.tensor(logs[k])) for k in ("d_real", "d_fake", "adv"))
-    assert not same(d_before, state(trainer.discriminator), ("net.",))
+    assert not same(d_before, state(trainer.discriminator), ("main.", "mlp."))
 
 
 def test_grid_betas_use_101_levels(tmp_path, sample_dir):
@@ -136,3 +136,17 @@ def test_step12_vq_accuracy_rises_with_beta_vq(held_out_probe):
     for i in (0, 2, 4):                                               # beta_rate 0, 1.5, 3
         acc = [held_out_probe[vq][i]["vq_acc"] for vq in (0.0, 1.75, 3.5)]
         assert acc[0] < acc[1] < acc[2] and acc[2] >= acc[0] + 0.05, acc
+
+
+def test_grid_betas_are_the_reference_floats():
+    """``max * (i / 100)`` in float32, as the reference's ``_sample_beta`` (numpy float32) computes them."""
+    import numpy as np
+
+    from src.trainer.dcvic_trainers import sample_grid_betas
+
+    i = np.arange(101).astype(np.float32)
+    for top in (3.0, 3.5):
+        reference = set(torch.Tensor(top * (i / float(100))).tolist())
+        torch.manual_seed(0)
+        ours = set(sample_grid_betas(5000, top, 101, True, "cpu").tolist())
+        assert ours == reference

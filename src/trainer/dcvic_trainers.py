@@ -7,12 +7,12 @@ step     trainer                                       what trains / losses
 1-2      ``DualBetaCondRateDistortionVqCodeTrainer``   same, betas drawn per sample; rate x 0.5 e^beta_rate,
                                                        VQ terms x e^beta_vq
 1-3, 3   ``DualBetaCondGanDistortionVqCodeTrainer``    decoder, VQ estimator, fusion; MSE + LPIPS + GAN +
-                                                       VQ codes; PatchGAN on image + 8 beta channels
-1-3 alt  ``DualBetaCondOASISGanDistortionVqCodeTrainer``  the same with a per-pixel OASIS discriminator
+                                                       VQ codes; PatchGAN on image + 8 learned beta channels
+1-3 alt  ``DualBetaCondOASISGanDistortionVqCodeTrainer``  the same with the OASIS variant (257 logits per VQ position)
 =======  ============================================  =================================================
 
 Stage 3 is step 1-3's trainer with ``model.use_selected_beta_pairs: true``: betas are drawn
-from the selected (beta_rate, beta_vq) pairs instead of the 101 x 101 grid.
+from the selected (beta_rate, beta_vq) pairs instead of the 101 x 101 grid (num_beta_levels 100).
 """
 from __future__ import annotations
 
@@ -40,9 +40,13 @@ def build_dcvic(cfg) -> nn.Module:
 
 
 def sample_grid_betas(n: int, max_beta: float, levels: int, per_sample: bool, device) -> Tensor:
-    """Betas uniform on ``levels`` equally spaced values in [0, max_beta]."""
+    """Betas uniform on ``levels`` equally spaced values in [0, max_beta].
+
+    Computed as the reference does, ``max_beta * (i / (levels - 1))`` in float32, so a beta is the
+    same float as the reference's for the same ``i``.
+    """
     k = torch.randint(0, levels, (n if per_sample else 1,))
-    return (k.float() * (max_beta / (levels - 1))).expand(n).contiguous().to(device)
+    return ((k.float() / float(levels - 1)) * max_beta).expand(n).contiguous().to(device)
 
 
 class RateDistortionVqCodeTrainer(BaseTrainer):
@@ -151,8 +155,9 @@ TRAINERS.register()(RateDistortionVqCodeTrainer)
 
 @TRAINERS.register()
 class DualBetaCondRateDistortionVqCodeTrainer(RateDistortionVqCodeTrainer):
-    """Step 1-2: betas drawn per sample (``trainer.sample_beta_batch``) from ``model.num_beta_levels``
-    levels in [0, max]; or, with ``model.use_selected_beta_pairs``, from the selected pairs."""
+    """Step 1-2: betas drawn per sample (``trainer.sample_beta_batch``) from ``i / n * max`` with
+    ``i = 0..n`` and ``n = model.num_beta_levels`` (default 100, so 101 values, as the reference's
+    ``_sample_beta``); or, with ``model.use_selected_beta_pairs``, from the selected pairs."""
 
     @property
     def max_betas(self) -> Tuple[float, float]:
@@ -166,7 +171,9 @@ class DualBetaCondRateDistortionVqCodeTrainer(RateDistortionVqCodeTrainer):
             rates, vqs = torch.tensor(m.selected_beta_rate), torch.tensor(m.selected_beta_vq)
             idx = torch.randint(0, len(rates), (n if per_sample else 1,)).expand(n)
             return rates[idx].float().to(self.device), vqs[idx].float().to(self.device)
-        levels = int(m.get("num_beta_levels", 101))
+        levels = int(m.get("num_beta_levels", 100)) + 1   # the reference's meaning: n intervals, n + 1 values
+        if levels < 2:
+            raise ValueError(f"model.num_beta_levels must be at least 1, got {levels - 1}")
         max_rate, max_vq = self.max_betas
         return (sample_grid_betas(n, max_rate, levels, per_sample, self.device),
                 sample_grid_betas(n, max_vq, levels, per_sample, self.device))
@@ -238,6 +245,7 @@ class DualBetaCondGanDistortionVqCodeTrainer(DualBetaCondRateDistortionVqCodeTra
         return loss(logits.float(), is_real=is_real, is_disc=is_disc).mean()
 
 
+@TRAINERS.register("DualBetaCondOasisGanDistortionVqFusionTrainer")  # the reference's name
 @TRAINERS.register()
 class DualBetaCondOASISGanDistortionVqCodeTrainer(DualBetaCondGanDistortionVqCodeTrainer):
     """Step 1-3 with an OASIS discriminator: per-pixel 256 VQ classes + 1 fake class."""

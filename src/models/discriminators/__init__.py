@@ -1,6 +1,5 @@
 """Discriminators for adversarial training."""
-from .conditional import BetaConditionedDiscriminator, OASISDiscriminator, beta_channels
+from .conditional import DualBetaPatchGANDiscriminator
 from .patchgan import ActNorm, PatchGANDiscriminator
 
-__all__ = ["ActNorm", "BetaConditionedDiscriminator", "OASISDiscriminator", "PatchGANDiscriminator",
-           "beta_channels"]
+__all__ = ["ActNorm", "DualBetaPatchGANDiscriminator", "PatchGANDiscriminator"]

@@ -1,111 +1,86 @@
-"""Beta conditioning for discriminators, and the OASIS per-pixel discriminator.
+"""The beta-conditioned PatchGAN of DC-VIC step 1-3 (PatchGAN and OASIS variants).
 
-DC-VIC's discriminators see the two betas of each sample as 8 constant channels beside
-the image: each beta is normalised to [-1, 1] and expanded into
-``(v, sin(pi v), cos(pi v), sin(2 pi v))``.
+As in the DC-VIC reference (``DualBetaCondTamingNLayerDiscriminator``), each beta is
+normalised to [-1, 1] and Fourier-encoded (L frequencies 2^k, with the value itself: 2L + 1
+features), the two encodings go through a learned MLP to ``cond_ch`` (8) channels, and these
+are broadcast over the image and concatenated to it::
 
-OASIS (Sushko et al., "You Only Need Adversarial Supervision for Semantic Image
-Synthesis", ICLR 2021) replaces the real/fake score by a per-pixel (N+1)-way
-classification; as in MS-ILLM (Muckley et al. 2023) the N classes are the VQ codes of
-the real image (here 256) and class N is "fake".
+    beta_rate, beta_vq -> FourierEncoding (21 + 21) -> Linear(42, 8) -> ReLU -> Linear(8, 8)
+    -> (B, 8, H, W) ; cat with the image (B, 3, H, W) -> PatchGAN (input_nc = 11)
+
+Parameter names equal the reference's (``main.{i}.*`` of the PatchGAN, ``mlp.{0,2}.*``), so
+a discriminator state dict saved by the reference (``discriminator_iter*.pth.tar``) loads
+strictly. The released files hold only ``comp_model``; no discriminator weights are published.
+
+The OASIS variant (Sushko et al., ICLR 2021, as used by MS-ILLM and DC-VIC) is the same
+network with ``out_nc = 257`` (256 VQ classes + 1 fake class) and ``keep_shape = True``:
+3x3 kernels in the two stride-1 convs, so the logit map lies on the VQ grid (H/8 x W/8).
 """
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils import spectral_norm
 
+from src.models.layers.conditioning import FourierEncoding, as_beta_tensor, beta_mlp, dual_beta_condition
 from src.utils.registry import SUBNETS
 
-NUM_BETA_CHANNELS = 8
+from .patchgan import PatchGANDiscriminator, init_weights
+
+#: the reference's ``norm_type`` values -> ours
+_REFERENCE_NORMS = {"batchnorm": "batch", "actnorm": "actnorm", "none": "none"}
 
 
-def beta_channels(beta_rate: Tensor, beta_vq: Tensor, max_beta_rate: float, max_beta_vq: float,
-                  height: int, width: int) -> Tensor:
-    """(B,) betas -> (B, 8, height, width) constant feature maps."""
-    feats = []
-    for beta, top in ((beta_rate, max_beta_rate), (beta_vq, max_beta_vq)):
-        v = 2.0 * beta.float() / top - 1.0
-        feats += [v, torch.sin(math.pi * v), torch.cos(math.pi * v), torch.sin(2 * math.pi * v)]
-    maps = torch.stack(feats, dim=1)[:, :, None, None]
-    return maps.expand(-1, -1, height, width)
-
-
+@SUBNETS.register("DualBetaCondTamingNLayerDiscriminator")  # the reference's name: its config builds as is
 @SUBNETS.register()
-class BetaConditionedDiscriminator(nn.Module):
-    """Wraps a discriminator built from ``net`` whose input is image + 8 beta channels."""
+class DualBetaPatchGANDiscriminator(PatchGANDiscriminator):
+    """PatchGAN on the image and ``cond_ch`` learned beta channels.
 
-    def __init__(self, net: dict, max_beta_rate: float = 3.0, max_beta_vq: float = 3.5):
-        super().__init__()
-        net = dict(net)
-        net.setdefault("input_nc", 3 + NUM_BETA_CHANNELS)
-        self.net = SUBNETS.build(net)
-        self.max_beta_rate, self.max_beta_vq = float(max_beta_rate), float(max_beta_vq)
-
-    def forward(self, x: Tensor, beta_rate: Optional[Tensor] = None, beta_vq: Optional[Tensor] = None) -> Tensor:
-        if beta_rate is None or beta_vq is None:
-            raise ValueError("a beta-conditioned discriminator needs beta_rate and beta_vq")
-        cond = beta_channels(beta_rate.to(x.device), beta_vq.to(x.device), self.max_beta_rate, self.max_beta_vq,
-                             x.shape[2], x.shape[3]).to(x.dtype)
-        return self.net(torch.cat([x, cond], dim=1))
-
-
-class _ResBlock(nn.Module):
-    """Spectral-normalised residual block, optionally changing resolution (OASIS D blocks)."""
-
-    def __init__(self, cin: int, cout: int, resample: str = "none"):
-        super().__init__()
-        self.resample = resample
-        self.conv1 = spectral_norm(nn.Conv2d(cin, cout, 3, padding=1))
-        self.conv2 = spectral_norm(nn.Conv2d(cout, cout, 3, padding=1))
-        self.skip = spectral_norm(nn.Conv2d(cin, cout, 1)) if cin != cout else nn.Identity()
-
-    def _resize(self, x: Tensor) -> Tensor:
-        if self.resample == "down":
-            return F.avg_pool2d(x, 2)
-        if self.resample == "up":
-            return F.interpolate(x, scale_factor=2, mode="nearest")
-        return x
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.conv1(F.leaky_relu(x, 0.2))
-        h = self.conv2(F.leaky_relu(h, 0.2))
-        return self._resize(h + self.skip(x))
-
-
-@SUBNETS.register()
-class OASISDiscriminator(nn.Module):
-    """U-Net discriminator: ``input_nc`` channels in, ``num_classes + 1`` logits per pixel out.
-
-    ``channels`` lists the encoder widths (one downsampling block each); the decoder mirrors
-    them with skip connections and returns logits at the input resolution.
+    Args:
+        input_nc: 3 + ``cond_ch`` (checked).
+        max_beta_1, max_beta_2: the largest beta_rate and beta_vq (3.0 and 3.5 as published).
+        L, use_pi, include_x: Fourier encoding of each beta (:class:`FourierEncoding`).
+        cond_ch: width of the beta MLP and number of beta channels.
+        norm / norm_type: ours (``batch``, ``actnorm``, ``none``) or the reference's spelling
+            (``batchnorm``, ``actnorm``, ``none``); DC-VIC uses ``none``.
+        weight_init: N(0, 0.02) conv weights (taming's ``weights_init``), drawn after the MLP is
+            built, in the reference's order; the MLP keeps PyTorch's default initialisation.
+        ndf, n_layers, out_nc, keep_shape, use_actnorm: as :class:`PatchGANDiscriminator`.
     """
 
-    def __init__(self, input_nc: int = 3, num_classes: int = 256, channels=(64, 128, 256, 256)):
-        super().__init__()
-        chs = [input_nc] + list(channels)
-        self.down = nn.ModuleList(_ResBlock(chs[i], chs[i + 1], "down") for i in range(len(channels)))
-        ups = []
-        for i in reversed(range(len(channels))):
-            cin = chs[i + 1] * (1 if i == len(channels) - 1 else 2)
-            ups.append(_ResBlock(cin, max(chs[i], channels[0]), "up"))
-        self.up = nn.ModuleList(ups)
-        self.classifier = nn.Conv2d(max(chs[0], channels[0]), num_classes + 1, 1)
-        self.num_classes = num_classes
+    def __init__(self, input_nc: int = 11, ndf: int = 64, n_layers: int = 3, out_nc: int = 1,
+                 keep_shape: bool = False, norm: Optional[str] = None, norm_type: Optional[str] = None,
+                 use_actnorm: Optional[bool] = None, max_beta_1: float = 3.0, max_beta_2: float = 3.5,
+                 L: int = 10, cond_ch: int = 8, use_pi: bool = False, include_x: bool = True,
+                 weight_init: bool = True):
+        if norm is not None and norm_type is not None:
+            raise ValueError("give norm (ours) or norm_type (the reference's spelling), not both")
+        if norm_type is not None:
+            if norm_type not in _REFERENCE_NORMS:
+                raise ValueError(f"unknown norm_type {norm_type!r}; valid: {', '.join(_REFERENCE_NORMS)}")
+            norm = _REFERENCE_NORMS[norm_type]
+        if input_nc != 3 + cond_ch:
+            raise ValueError(f"input_nc must be 3 image channels + cond_ch = {3 + cond_ch}, got {input_nc}")
+        super().__init__(input_nc=input_nc, ndf=ndf, n_layers=n_layers, norm=norm or "batch",
+                         use_actnorm=use_actnorm, out_nc=out_nc, keep_shape=keep_shape, weight_init=False)
+        self.embed_1 = FourierEncoding(L, max_beta_1, use_pi=use_pi, include_x=include_x)
+        self.embed_2 = FourierEncoding(L, max_beta_2, use_pi=use_pi, include_x=include_x)
+        self.mlp = beta_mlp(self.embed_1.out_ch + self.embed_2.out_ch, cond_ch)
+        if weight_init:
+            self.apply(init_weights)
 
-    def forward(self, x: Tensor) -> Tensor:
-        skips = []
-        h = x
-        for block in self.down:
-            h = block(h)
-            skips.append(h)
-        skips.pop()  # the deepest feature is the decoder's input
-        for i, block in enumerate(self.up):
-            if i > 0:
-                h = torch.cat([h, skips.pop()], dim=1)
-            h = block(h)
-        return self.classifier(h)
+    def beta_maps(self, beta_rate, beta_vq, batch: int, height: int, width: int, device) -> Tensor:
+        """Betas (floats or (B,) tensors) -> (B, cond_ch, height, width) learned condition maps."""
+        br = as_beta_tensor(beta_rate, batch, "beta_rate")
+        bv = as_beta_tensor(beta_vq, batch, "beta_vq")
+        cond = dual_beta_condition(self.embed_1, self.embed_2, self.mlp, br, bv, device)
+        return cond.expand(-1, -1, height, width)
+
+    def forward(self, x: Tensor, beta_rate=None, beta_vq=None) -> Tensor:
+        """(B, 3, H, W) image in [-1, 1] and its betas -> (B, out_nc, h, w) logits."""
+        if beta_rate is None or beta_vq is None:
+            raise ValueError("a beta-conditioned discriminator needs beta_rate and beta_vq")
+        B, _, H, W = x.shape
+        cond = self.beta_maps(beta_rate, beta_vq, B, H, W, x.device).to(x.dtype)
+        return super().forward(torch.cat([x, cond], dim=1))

@@ -77,10 +77,16 @@ class PatchGANDiscriminator(nn.Module):
         n_layers: number of stride-2 convs.
         norm: ``"batch"`` (taming default), ``"actnorm"`` or ``"none"``.
         use_actnorm: taming's flag; True means ``norm="actnorm"``.
+        out_nc: logits per position (1 real/fake; 257 for DC-VIC's OASIS discriminator).
+        keep_shape: the two stride-1 convs use 3x3 kernels, so the logit map is exactly
+            H/2^n_layers x W/2^n_layers (the VQ grid for n_layers=3), as the DC-VIC reference's
+            ``keep_shape``.
+        weight_init: apply :func:`init_weights` (off for subclasses that add layers first).
     """
 
     def __init__(self, input_nc: int = 3, ndf: int = 64, n_layers: int = 3, norm: str = "batch",
-                 use_actnorm: Optional[bool] = None):
+                 use_actnorm: Optional[bool] = None, out_nc: int = 1, keep_shape: bool = False,
+                 weight_init: bool = True):
         super().__init__()
         if use_actnorm:
             norm = "actnorm"
@@ -91,13 +97,15 @@ class PatchGANDiscriminator(nn.Module):
         mult = 1
         for n in range(1, n_layers + 1):
             prev, mult = mult, min(2 ** n, 8)
-            stride = 2 if n < n_layers else 1
-            layers += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride=stride, padding=1, bias=bias),
+            last = n == n_layers
+            kernel = 3 if (last and keep_shape) else 4
+            layers += [nn.Conv2d(ndf * prev, ndf * mult, kernel, stride=1 if last else 2, padding=1, bias=bias),
                        _norm(norm, ndf * mult), nn.LeakyReLU(0.2, True)]
-        layers.append(nn.Conv2d(ndf * mult, 1, 4, stride=1, padding=1))
+        layers.append(nn.Conv2d(ndf * mult, out_nc, 3 if keep_shape else 4, stride=1, padding=1))
         self.main = nn.Sequential(*layers)
-        self.apply(init_weights)
+        if weight_init:
+            self.apply(init_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, input_nc, H, W) -> (B, 1, h, w) patch logits."""
+        """(B, input_nc, H, W) -> (B, out_nc, h, w) patch logits."""
         return self.main(x)
