@@ -476,6 +476,12 @@ def main(argv=None) -> int:
             p.error(f"--{name}: unknown {', '.join(unknown)}; known: {', '.join(known)}")
         setattr(args, name, chosen)
 
+    try:
+        import compressai  # noqa: F401  (the device image may lack it: docs/benchmarks.md says how to carry it)
+    except ImportError as e:
+        print(f"error: {e}; install the project's dependencies first (docs/benchmarks.md, GPU check)",
+              file=sys.stderr)
+        return 2
     import torch
 
     if args.device is None:
