@@ -60,15 +60,16 @@ class BaseTrainer:
         setup_logging(None if dry_run else self.exp_dir / "train.log", debug, self.is_main)
         torch.manual_seed(int(cfg.get("seed", 0)) + dist.rank())
 
+        self.amp, self.amp_dtype = self._amp_setting(cfg)
+        self.channels_last = bool(cfg.get("channels_last", False))
         self.model = self.build_model().to(self.device)
         self.net = self._wrap_ddp(self.model)
         self.optimizers = self.build_optimizers()
         self.schedulers = {name: build_scheduler(opt, cfg.optim.get(f"{name}_scheduler"))
                            for name, opt in self.optimizers.items()}
-        amp = bool(cfg.get("amp", False)) and self.device.type == "cuda"
-        self.scalers = {name: torch.amp.GradScaler("cuda", enabled=amp) for name in self.optimizers}
-        self.amp_dtype = torch.bfloat16 if cfg.get("amp_dtype", "bf16") == "bf16" else torch.float16
-        self.amp = amp
+        # fp16 needs loss scaling; bf16 keeps float32's exponent range and needs none
+        scaled = self.amp and self.amp_dtype == torch.float16
+        self.scalers = {name: torch.amp.GradScaler("cuda", enabled=scaled) for name in self.optimizers}
 
         self.start_iter = 0
         self._wandb_run_id: Optional[str] = None   # the run a resumed checkpoint logged to
@@ -164,7 +165,19 @@ class BaseTrainer:
             for scheduler in self.schedulers.values():
                 scheduler.step()
 
+    def _amp_setting(self, cfg: Config):
+        """``amp`` (autocast on) and ``amp_dtype`` (bf16 on CPU or CUDA, fp16 on CUDA only)."""
+        dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+        name = cfg.get("amp_dtype", "bf16")
+        if name not in dtypes:
+            raise ValueError(f"amp_dtype must be bf16 or fp16, got {name!r}")
+        amp = bool(cfg.get("amp", False))
+        if amp and name == "fp16" and self.device.type != "cuda":
+            raise ValueError(f"amp_dtype fp16 needs a CUDA device (this run is on {self.device.type}); use bf16")
+        return amp, dtypes[name]
+
     def autocast(self):
+        """The forward passes' precision: ``amp_dtype`` autocast when ``amp`` is on (losses stay float32)."""
         if not self.amp:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
@@ -333,11 +346,18 @@ class BaseTrainer:
         return build_dataset(ecfg, train=False)
 
     def _to_device(self, batch: Dict[str, Any]) -> Dict[str, Any]:
-        return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-                for k, v in batch.items()}
+        out = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+               for k, v in batch.items()}
+        if self.channels_last:
+            out = {k: v.contiguous(memory_format=torch.channels_last) if isinstance(v, torch.Tensor) and v.ndim == 4
+                   else v for k, v in out.items()}
+        return out
 
     # -------------------------------------------------------------- internals
     def _wrap_ddp(self, model: nn.Module) -> nn.Module:
+        """``model`` as the loop runs it: channels_last weights when configured, DDP when distributed."""
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
         if not dist.is_distributed():
             return model
         ids = [self.device.index] if self.device.type == "cuda" else None

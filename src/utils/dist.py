@@ -1,4 +1,5 @@
-"""Distributed helpers: ``torchrun`` sets RANK / WORLD_SIZE / LOCAL_RANK, plain runs see one process."""
+"""Distributed helpers: ``torchrun`` sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR, plain runs see one
+process. A run under torchrun joins a process group also with one process (a 1-GPU check of the NCCL start)."""
 from __future__ import annotations
 
 import os
@@ -24,7 +25,7 @@ def is_main_process() -> bool:
 
 
 def launched_by_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return all(key in os.environ for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR"))
 
 
 def init_distributed(device: str) -> torch.device:
