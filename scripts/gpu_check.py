@@ -137,6 +137,13 @@ def free_memory(device) -> None:
         torch.cuda.empty_cache()
 
 
+def dynamo_counters():
+    """torch.compile's event counters (graphs compiled, graph breaks, by reason)."""
+    from torch._dynamo.utils import counters
+
+    return counters
+
+
 def tensor_hash(t) -> str:
     return hashlib.sha256(t.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
@@ -166,6 +173,7 @@ def train_run(args, form: dict, run: str, variant: str, steps: int, budget: Budg
     trainer = build_trainer(cfg, exp_name=f"check_{run}_{variant}", device=args.device, auto_resume=False,
                             dry_run=True)
     if compiled:
+        dynamo_counters().clear()
         trainer.net = torch.compile(trainer.net)
     warmup = min(form["warmup"], steps - 1)
     res = {"steps_planned": steps, "warmup_steps": warmup, "nan": False}
@@ -203,6 +211,10 @@ def train_run(args, form: dict, run: str, variant: str, steps: int, budget: Budg
         res["it_per_s"] = len(times) / sum(times)
         if compiled:  # the warm-up steps minus what they would take once compiled
             res["compile_s"] = max(0.0, warmup_s - warmup / res["it_per_s"])
+    if compiled:  # recompilations after the warm-up would show as a low it/s: count graphs and breaks
+        counters = dynamo_counters()
+        res["dynamo_graphs"] = int(counters["stats"].get("unique_graphs", 0))
+        res["dynamo_graph_breaks"] = int(sum(counters["graph_break"].values()))
     res["peak_mem_MB"] = peak_mb(args.device)
     if losses:
         tail = losses[-max(1, len(losses) // 10):]
@@ -225,6 +237,9 @@ def training_section(args, form: dict, budget: Budget) -> dict:
             slot[variant] = {"skipped": "time budget spent (--budget_s)"}
             continue
         steps = args.loss_steps if kind == "loss" else args.steps
+        done = slot.get("fp32", {}).get("steps_done") or 0
+        if kind == "loss" and variant != "fp32" and done >= 2:
+            steps = done  # compare the losses over as many steps as fp32 made within the budget
         t = time.perf_counter()
         try:
             slot[variant] = train_run(args, form, run, variant, steps, budget)
@@ -375,10 +390,12 @@ def summarize(result: dict) -> dict:
     s12 = result.get("training", {}).get("dcvic_step1_2", {})
     fp32, fast = s12.get("fp32", {}), s12.get("bf16_cl", {})
     out: dict = {"speedup_bf16_cl": None, "loss_fp32": fp32.get("loss_last"), "loss_bf16_cl": fast.get("loss_last"),
-                 "loss_rel_diff": None, "steps_compared": min(fp32.get("steps_done", 0), fast.get("steps_done", 0))}
+                 "loss_rel_diff": None, "steps_compared": None}
     if fp32.get("it_per_s") and fast.get("it_per_s"):
         out["speedup_bf16_cl"] = fast["it_per_s"] / fp32["it_per_s"]
     if out["loss_fp32"] is not None and out["loss_bf16_cl"] is not None:
+        a, b = fp32["steps_done"], fast["steps_done"]
+        out["steps_compared"] = a if a == b else f"{a} (fp32) / {b}"
         out["loss_rel_diff"] = abs(out["loss_bf16_cl"] - out["loss_fp32"]) / max(abs(out["loss_fp32"]), 1e-12)
     runs = [r for variants in result.get("training", {}).values() for r in variants.values()]
     out["nan_free"] = not any(r.get("nan") for r in runs)
@@ -409,7 +426,7 @@ def to_markdown(result: dict) -> str:
              f"{env['warmup_steps']} warm-up steps excluded, {result['elapsed_s']:.0f} s in all.", "",
              "## Summary", "", "| figure | value | goal |", "|---|---|---|",
              f"| step 1-2 it/s, bf16 + channels_last / fp32 | {_fmt(s['speedup_bf16_cl'], 3)} | >= {GOAL_SPEEDUP} |",
-             f"| step 1-2 loss after {s['steps_compared']} steps, fp32 / bf16 + channels_last | "
+             f"| step 1-2 loss after {_fmt(s['steps_compared'])} steps, fp32 / bf16 + channels_last | "
              f"{_fmt(s['loss_fp32'])} / {_fmt(s['loss_bf16_cl'])} (relative difference {_fmt(s['loss_rel_diff'], 2)}) "
              f"| <= {GOAL_LOSS_REL} |",
              f"| no NaN in any training run | {_fmt(s['nan_free'])} | yes |",
@@ -426,8 +443,11 @@ def to_markdown(result: dict) -> str:
                 lines.append(f"| {run} | {variant} | {r.get('error') or r.get('skipped') or '-'} |  |  |  |  |  |  |  |  |")
                 continue
             ratio = r["it_per_s"] / base if base and r.get("it_per_s") else None
+            compile_cell = _fmt(r.get("compile_s"), 3)
+            if "dynamo_graphs" in r:
+                compile_cell += f" ({r['dynamo_graphs']} graphs, {r['dynamo_graph_breaks']} breaks)"
             lines.append(f"| {run} | {variant} | {_fmt(r.get('it_per_s'), 3)} | {_fmt(ratio, 3)} | "
-                         f"{_fmt(r.get('peak_mem_MB'), 5)} | {_fmt(r.get('warmup_s'), 3)} | {_fmt(r.get('compile_s'), 3)} "
+                         f"{_fmt(r.get('peak_mem_MB'), 5)} | {_fmt(r.get('warmup_s'), 3)} | {compile_cell} "
                          f"| {r['steps_done']} | {_fmt(r.get('loss_first'))} | {_fmt(r.get('loss_last'))} | "
                          f"{_fmt(r['nan'])} |")
     codec = result.get("codec", {})

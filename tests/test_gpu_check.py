@@ -56,3 +56,45 @@ def test_cpu_form_writes_the_json_and_the_table(tmp_path):
     assert "| cpu->cpu | %s | %s | yes |" % (pair["encoder_hash"], pair["decoder_hash"]) in md
     assert "backend gloo (expected gloo), world size 1, DDP yes, checkpoint written yes" in md
     assert "| no NaN in any training run | yes | yes |" in md
+
+
+def test_summary_goals_and_table_from_a_gpu_shaped_result():
+    """The summary's goals and the table, from figures shaped like a CUDA run's (no GPU needed)."""
+    sys.path.insert(0, str(ROOT))
+    from scripts.gpu_check import summarize, to_markdown
+
+    run = {"steps_done": 200, "nan": False, "warmup_s": 3.0, "peak_mem_MB": 20000.0, "loss_first": 9.0}
+    result = {
+        "environment": {"device": "cuda", "cuda": "NVIDIA H100 80GB HBM3", "cpu": "x", "form": "full",
+                        "torch": "2.11", "batch": 8, "image_size": 256, "warmup_steps": 3},
+        "elapsed_s": 400.0,
+        "training": {"dcvic_step1_2": {
+            "fp32": run | {"it_per_s": 2.0, "loss_last": 4.00},
+            "bf16_cl": run | {"it_per_s": 3.2, "loss_last": 4.10},
+            "bf16_cl_compile": run | {"steps_done": 15, "it_per_s": 4.0, "compile_s": 90.0, "dynamo_graphs": 3,
+                                      "dynamo_graph_breaks": 2, "loss_last": 4.2},
+        }, "vqgan_f8": {"fp32": {"error": "OutOfMemoryError: CUDA out of memory"},
+                        "bf16_cl": {"skipped": "time budget spent (--budget_s)"}}},
+        "codec": {"image": "768x512", "on_device": {"compress_s": 0.5, "decompress_s": 0.9, "bytes": 4000,
+                                                    "decoded_shape_ok": True, "finite": True},
+                  "cross_device": {"cuda->cpu": {"encoder_hash": "aa", "decoder_hash": "aa", "equal": True},
+                                   "cpu->cuda": {"encoder_hash": "bb", "decoder_hash": None, "equal": False,
+                                                 "error": "EntropyDesyncError: y string 2"}}},
+        "ddp": {"ok": True, "backend": "nccl", "expected_backend": "nccl", "world_size": 1, "ddp": True,
+                "checkpoint": True, "wall_s": 20.0},
+    }
+    s = summarize(result)
+    assert s["speedup_bf16_cl"] == 1.6 and s["speed_goal_met"]
+    assert abs(s["loss_rel_diff"] - 0.025) < 1e-12 and s["loss_goal_met"] and s["steps_compared"] == 200
+    assert s["nan_free"] and s["ddp_ok"]
+    assert s["cross_device_equal"] is False                      # one direction failed to decode
+    result["training"]["dcvic_step1_2"]["bf16_cl"] |= {"nan": True, "loss_last": 5.0, "steps_done": 120}
+    s = summarize(result)
+    assert not s["nan_free"] and not s["loss_goal_met"] and s["steps_compared"] == "200 (fp32) / 120"
+    result["summary"] = s
+    md = to_markdown(result)
+    assert "device cuda (NVIDIA H100 80GB HBM3)" in md
+    assert "| dcvic_step1_2 | bf16_cl_compile | 4 | 2 | 20000 | 3 | 90 (3 graphs, 2 breaks) | 15 |" in md
+    assert "| vqgan_f8 | fp32 | OutOfMemoryError: CUDA out of memory |" in md
+    assert "| cpu->cuda | bb | EntropyDesyncError: y string 2 | no |" in md
+    assert "| step 1-2 it/s, bf16 + channels_last / fp32 | 1.6 | >= 1.5 |" in md
