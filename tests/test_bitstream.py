@@ -22,23 +22,24 @@ def realistic_stream(seed=0):
     """A 768x512 (Kodak-sized) stream at ~0.1 bpp: 1 z string and 6 y slice strings."""
     rng = random.Random(seed)
     strings = [rng.randbytes(70)] + [rng.randbytes(rng.randint(300, 900)) for _ in range(6)]
-    header = StreamHeader(height=512, width=768, beta_rate=1.12, beta_vq=2.0, fingerprint=FP)
+    header = StreamHeader(height=512, width=768, beta_rate=1.12, beta_vq=2.0, fingerprint=FP,
+                          latent_check=0xDEADBEEF)
     return header, strings, (8, 12), pack_stream(header, strings, (8, 12))
 
 
 def test_round_trip_and_sizes(tmp_path):
     header, strings, z_shape, data = realistic_stream()
     h, s, z = unpack_stream(data, expected_fingerprint=FP)
-    assert (h.height, h.width, h.fingerprint, h.version) == (512, 768, FP, 1)
+    assert (h.height, h.width, h.fingerprint, h.latent_check, h.version) == (512, 768, FP, 0xDEADBEEF, 2)
     assert h.beta_rate == pytest.approx(1.12, abs=1e-6) and h.beta_vq == 2.0
     assert s == strings and z == z_shape
     # file round trip
     n = write_stream(tmp_path / "a.bin", header, [[x] for x in strings], z_shape)  # compressai nesting
     assert n == len(data) == os.path.getsize(tmp_path / "a.bin")
     assert read_stream(tmp_path / "a.bin", FP)[1] == strings
-    # sizes: 39 fixed bytes + 7 length prefixes + 4 CRC bytes of overhead
+    # sizes: 43 fixed bytes + 7 length prefixes + 4 CRC bytes of overhead
     sizes = stream_sizes(data)
-    assert sizes["header_bit"] == header_bits(data) == 8 * (39 + 7 * 4 + 4)
+    assert sizes["header_bit"] == header_bits(data) == 8 * (43 + 7 * 4 + 4)
     assert sizes["z_bit"] == 8 * 70 and sizes["y_bit"] == 8 * sum(map(len, strings[1:]))
     assert sizes["header_bit"] + sizes["z_bit"] + sizes["y_bit"] == sizes["total_bit"] == 8 * len(data)
 
@@ -57,6 +58,7 @@ def test_large_image_and_empty_strings():
     (b"DCVC", "too short"),
     (b"XXXX" + bytes(60), "bad magic"),
     (MAGIC + b"\x07" + bytes(60), "version 7"),
+    (MAGIC + b"\x01" + bytes(60), "float32 entropy parameters"),
 ])
 def test_short_magic_version(data, match):
     with pytest.raises(CorruptBitstreamError, match=match):
@@ -111,10 +113,10 @@ def test_forged_frames_with_valid_crc():
     """Field checks must hold even when the CRC matches (a forged or mis-written stream)."""
     header, strings, z_shape, data = realistic_stream()
     body = bytearray(data[:-4])
-    more = body[:37] + (8).to_bytes(2, "big") + body[39:]  # declares 8 strings, holds 7
+    more = body[:41] + (8).to_bytes(2, "big") + body[43:]  # declares 8 strings, holds 7
     with pytest.raises(CorruptBitstreamError, match="length field of string 7"):
         unpack_stream(with_crc(bytes(more)))
-    long = body[:39] + (10 ** 6).to_bytes(4, "big") + body[43:]  # z string claims 1 MB
+    long = body[:43] + (10 ** 6).to_bytes(4, "big") + body[47:]  # z string claims 1 MB
     with pytest.raises(CorruptBitstreamError, match="string 0 declares 1000000 bytes"):
         unpack_stream(with_crc(bytes(long)))
     zero_h = body[:5] + bytes(4) + body[9:]

@@ -120,7 +120,9 @@ def test_charm_compress_decompress_bit_exact():
         strings, y_hat_enc = cm.compress(y, hyper, gc)
         y_hat_dec = cm.decompress(strings, hyper, gc)
     assert len(strings) == 6 and all(len(s) == 2 for s in strings)
-    assert torch.equal(y_hat_enc, y_hat_fwd) and torch.equal(y_hat_dec, y_hat_fwd)
+    assert torch.equal(y_hat_dec, y_hat_enc)             # exact arithmetic on both sides
+    # the float32 forward (rate estimates, training) agrees to float noise: grid 2**-16
+    assert (y_hat_enc - y_hat_fwd).abs().max() < 1e-3
     bits = sum(len(b) for s in strings for b in s) * 8
     est = float(-torch.log2(lik).sum())
     assert abs(bits - est) < 0.2 * est + 6 * 2 * 32

@@ -139,9 +139,9 @@ def test_real_stream_still_decodes(hostile):
 
 
 def test_empty_strings_at_768px_are_corrupt_not_a_segfault(hostile):
-    """The probe's 63-byte stream: valid CRC and fingerprint, 768x768, every string emptied."""
+    """The probe's 67-byte stream: valid CRC and fingerprint, 768x768, every string emptied."""
     row = case(hostile, "empty_768")
-    assert row["bytes"] == 63
+    assert row["bytes"] == 67
     assert row["error"] == "CorruptBitstreamError" and "holds 0 bytes" in row["message"]
 
 

@@ -15,11 +15,17 @@ Layout (all integers big-endian)::
     13      4     beta_rate        float32
     17      4     beta_vq          float32
     21      8     fingerprint      first 8 bytes of SHA-256 over the model's tensors
-    29      4     z_height         u32, spatial shape of the hyper-latent z
-    33      4     z_width          u32
-    37      2     n_strings        u16, number of entropy strings
-    39      ...   n_strings x (u32 length, bytes)
+    29      4     latent_check     u32, CRC-32 of the decoded latent y_hat (float32, little-endian)
+    33      4     z_height         u32, spatial shape of the hyper-latent z
+    37      4     z_width          u32
+    41      2     n_strings        u16, number of entropy strings
+    43      ...   n_strings x (u32 length, bytes)
     end-4   4     crc32            zlib.crc32 of every byte before it
+
+The CRC at the end guards the bytes; ``latent_check`` guards the decoding: a receiver whose
+entropy decoding does not reproduce the sender's y_hat (a forged stream, or a bug) is told so
+instead of writing a wrong image. It costs 32 bits per image (a false accept has odds 2**-32).
+Version 1 (no latent check, float32 entropy parameters) is refused: re-encode its images.
 
 DC-VIC writes 7 strings: one for z, then one for each of the 6 y slices. The
 frame itself does not care; :func:`stream_sizes` splits the bits into header,
@@ -39,13 +45,13 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 MAGIC = b"DCVC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 FINGERPRINT_BYTES = 8
 #: Largest image side the format allows; larger values are treated as corruption. Decoders
 #: accept less by default (``ImageCoder``'s ``max_side``, ``image_coder.MAX_DECODE_SIDE``).
 MAX_IMAGE_SIDE = 1 << 20
 
-_FIXED = struct.Struct(">4sBIIff8sIIH")  # everything up to and including n_strings
+_FIXED = struct.Struct(">4sBIIff8sIIIH")  # everything up to and including n_strings
 _LEN = struct.Struct(">I")
 _CRC = struct.Struct(">I")
 MIN_STREAM_BYTES = _FIXED.size + _CRC.size
@@ -71,6 +77,7 @@ class StreamHeader:
         beta_rate, beta_vq: the coding parameters the decoder must condition on
             (stored as float32, so they round-trip to float32 precision).
         fingerprint: :data:`FINGERPRINT_BYTES` bytes from :func:`model_fingerprint`.
+        latent_check: :func:`latent_check` of the y_hat the receiver must decode (0: none given).
         version: format version (set by the writer; checked by the reader).
     """
 
@@ -79,7 +86,14 @@ class StreamHeader:
     beta_rate: float
     beta_vq: float
     fingerprint: bytes
+    latent_check: int = 0
     version: int = FORMAT_VERSION
+
+
+def latent_check(y_hat: Any) -> int:
+    """CRC-32 of a decoded latent (a tensor), over its values as little-endian float32."""
+    arr = y_hat.detach().cpu().float().contiguous().numpy()
+    return zlib.crc32(arr.astype("<f4", copy=False).tobytes())
 
 
 # --------------------------------------------------------------------------- fingerprint
@@ -182,8 +196,10 @@ def pack_stream(header: StreamHeader, strings: StringsLike, z_shape: Sequence[in
         raise ValueError(f"z_shape must be (height, width) with positive u32 values, got {tuple(z_shape)}")
     if len(flat) > 0xFFFF:
         raise ValueError(f"too many strings ({len(flat)})")
+    if not 0 <= header.latent_check <= 0xFFFFFFFF:
+        raise ValueError(f"latent_check must be a u32, got {header.latent_check}")
     parts = [_FIXED.pack(MAGIC, FORMAT_VERSION, header.height, header.width,
-                         header.beta_rate, header.beta_vq, header.fingerprint,
+                         header.beta_rate, header.beta_vq, header.fingerprint, header.latent_check,
                          int(z_shape[0]), int(z_shape[1]), len(flat))]
     for s in flat:
         if len(s) > 0xFFFFFFFF:
@@ -214,13 +230,15 @@ def _parse(data: bytes) -> Tuple[StreamHeader, List[bytes], Tuple[int, int]]:
     if data[:4] != MAGIC:
         raise CorruptBitstreamError(f"bad magic {data[:4]!r}, expected {MAGIC!r} (not a DC-VIC stream)")
     if data[4] != FORMAT_VERSION:
+        old = (" (version 1 streams were coded with float32 entropy parameters, which another machine "
+               "may not reproduce: re-encode the image)") if data[4] == 1 else ""
         raise CorruptBitstreamError(
-            f"unsupported format version {data[4]} (this reader supports {FORMAT_VERSION})")
+            f"unsupported format version {data[4]} (this reader supports {FORMAT_VERSION}){old}")
     body, (crc,) = data[:-_CRC.size], _CRC.unpack(data[-_CRC.size:])
     if zlib.crc32(body) != crc:
         raise CorruptBitstreamError(
             f"CRC mismatch: stored {crc:08x}, computed {zlib.crc32(body):08x} (stream truncated or damaged)")
-    _, version, h, w, beta_rate, beta_vq, fp, zh, zw, n = _FIXED.unpack_from(body, 0)
+    _, version, h, w, beta_rate, beta_vq, fp, check, zh, zw, n = _FIXED.unpack_from(body, 0)
     pos, strings = _FIXED.size, []
     for i in range(n):
         if pos + _LEN.size > len(body):
@@ -234,7 +252,7 @@ def _parse(data: bytes) -> Tuple[StreamHeader, List[bytes], Tuple[int, int]]:
         pos += length
     if pos != len(body):
         raise CorruptBitstreamError(f"{len(body) - pos} trailing bytes after the last string")
-    header = StreamHeader(h, w, beta_rate, beta_vq, fp, version)
+    header = StreamHeader(h, w, beta_rate, beta_vq, fp, check, version)
     return header, strings, (zh, zw)
 
 

@@ -12,9 +12,10 @@ indices of a frozen VQGAN f8 and fuses its own features into the VQGAN decoder::
     decoder with SFT fusion of the g_s features -> x_hat
 
 CompressAI contract: ``forward`` (rates from likelihoods), ``compress -> {"strings", "shape"}``,
-``decompress -> {"x_hat"}``, ``update()``, ``aux_loss()``. The entropy parameters (h_s, ChARM,
-CDFs) are computed on the CPU in float32 during compress/decompress, so that a stream made on
-one device decodes on another (not guaranteed bit for bit, see ``_entropy_on_cpu``).
+``decompress -> {"x_hat"}``, ``update()``, ``aux_loss()``. During compress/decompress the entropy
+parameters (h_s, ChARM) are computed on the CPU in exact integer arithmetic with the stored CDF
+tables, so that a stream made on one machine or device decodes bit for bit on any other (see
+``_entropy_on_cpu``).
 ``beta_cond=False`` is the unconditioned step-1-1 model.
 """
 from __future__ import annotations
@@ -137,13 +138,13 @@ class DCVIC(nn.Module):
 
     @contextlib.contextmanager
     def _entropy_on_cpu(self):
-        """Run h_s, ChARM and both entropy models on the CPU in float32, then move them back.
+        """Run h_s, ChARM and both entropy models on the CPU, then move them back.
 
-        float32 as in ``forward``, so that the decoded y_hat equals the eval-mode y_hat bit for
-        bit (a tested property the rate estimates rely on). Across thread counts or CPU kernels
-        the entropy parameters can still differ by a few ulps, and a scale can then cross a
-        scale-table boundary: the rANS decoder loses step, which ``ImageCoder`` reports as
-        :class:`EntropyDesyncError`. Making that impossible needs integer arithmetic (open work)."""
+        When coding, h_s and ChARM compute in exact integer arithmetic (float64 values on a fixed
+        grid, :mod:`src.models.entropy.exact`): the means, scale indices and slice supports are
+        the same bits for any thread count, CPU kernel set, oneDNN setting or encoder device, so
+        the rANS decoder cannot lose step with the encoder. They differ from the float32
+        ``forward``'s by float noise only (rates within 0.01%, see docs/benchmarks.md)."""
         mods = [self.hyperdecoder, self.context_model, self.entropy_model_z, self.entropy_model_y]
         where = [_location(m) for m in mods]
         try:
@@ -288,33 +289,37 @@ class DCVIC(nn.Module):
     @torch.no_grad()
     def compress(self, x: Tensor, beta_rate=None, beta_vq=None,
                  vq_indices: Optional[Tensor] = None) -> Dict[str, object]:
-        """-> {"strings": [z_strings, y_strings of slice 0, ..., slice S-1], "shape": z (h, w)};
-        each entry is a list with one ``bytes`` per sample."""
+        """-> {"strings": [z_strings, y_strings of slice 0, ..., slice S-1], "shape": z (h, w),
+        "y_hat": the y_hat a receiver decodes (float32, CPU)}; each strings entry is a list with
+        one ``bytes`` per sample."""
         y = self.encode(x, beta_rate, beta_vq, vq_indices)["y"]
         z = self.hyperencoder(y)
         with self._entropy_on_cpu():
             y, z = y.float().cpu(), z.float().cpu()
             z_strings = self.entropy_model_z.compress(z)
-            z_hat = self.entropy_model_z.decompress(z_strings, z.shape[-2:])
-            hyper_out = self.hyperdecoder(z_hat)
-            y_strings, _ = self.context_model.compress(y, hyper_out, self.entropy_model_y)
-        return {"strings": [z_strings, *y_strings], "shape": tuple(z.shape[-2:])}
+            hyper_out = self._hyper_out(z_strings, z.shape[-2:])
+            y_strings, y_hat = self.context_model.compress(y, hyper_out, self.entropy_model_y)
+        return {"strings": [z_strings, *y_strings], "shape": tuple(z.shape[-2:]), "y_hat": y_hat.float()}
+
+    def _hyper_out(self, z_strings: List[bytes], shape: Sequence[int]) -> Tensor:
+        """z strings -> z_hat -> exact h_s; the sender runs it too, so both sides start alike."""
+        return self.hyperdecoder.exact(self.entropy_model_z.decompress(list(z_strings), tuple(shape)))
 
     @torch.no_grad()
     def decompress_latent(self, strings: Sequence[List[bytes]], shape: Sequence[int]) -> Tensor:
-        """Entropy decoding only (on the CPU): strings -> y_hat (on the CPU)."""
+        """Entropy decoding only (on the CPU): strings -> y_hat (float32, on the CPU), the bits
+        of ``compress``'s ``y_hat`` on any machine."""
         with self._entropy_on_cpu():
-            z_hat = self.entropy_model_z.decompress(list(strings[0]), tuple(shape))
-            hyper_out = self.hyperdecoder(z_hat)
-            return self.context_model.decompress(strings[1:], hyper_out, self.entropy_model_y)
+            hyper_out = self._hyper_out(strings[0], shape)
+            return self.context_model.decompress(strings[1:], hyper_out, self.entropy_model_y).float()
 
     @torch.no_grad()
     def decompress(self, strings: Sequence[List[bytes]], shape: Sequence[int], beta_rate=None,
                    beta_vq=None, fusion_w: float = 1.0) -> Dict[str, Tensor]:
-        """-> {"x_hat"} in [-1, 1] (padded size; the caller crops)."""
-        y_hat = self.decompress_latent(strings, shape).to(self.device)
-        x_hat = self._reconstruct(y_hat, beta_rate, beta_vq, fusion_w)["x_hat"]
-        return {"x_hat": x_hat.clamp(-1.0, 1.0)}
+        """-> {"x_hat" in [-1, 1] (padded size; the caller crops), "y_hat" (CPU)}."""
+        y_hat = self.decompress_latent(strings, shape)
+        x_hat = self._reconstruct(y_hat.to(self.device), beta_rate, beta_vq, fusion_w)["x_hat"]
+        return {"x_hat": x_hat.clamp(-1.0, 1.0), "y_hat": y_hat}
 
 
 # -- building from the reference config ---------------------------------------------------------

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 
 from src.models.codec.bitstream import (MAX_IMAGE_SIDE, CorruptBitstreamError, EntropyDesyncError, StreamHeader,
-                                        model_fingerprint, pack_stream, stream_sizes, unpack_stream)
+                                        latent_check, model_fingerprint, pack_stream, stream_sizes,
+                                        unpack_stream)
 from src.models.codec.rans_guard import (check_string_size, cheapest_symbol_bits, guard_entropy_coders,
                                          min_string_bytes)
 from src.utils.padding import crop_to, pad_to_multiple
@@ -96,7 +97,9 @@ class ImageCoder:
         br, bv = as_float32(beta_rate), as_float32(beta_vq)
         xp, _ = pad_to_multiple(x.to(self.device), PAD_MULTIPLE)
         enc = self.model.compress(xp, *self._betas(br, bv, xp.device))
-        header = StreamHeader(height=H, width=W, beta_rate=br, beta_vq=bv, fingerprint=self.fingerprint)
+        check = latent_check(enc["y_hat"]) if "y_hat" in enc else 0
+        header = StreamHeader(height=H, width=W, beta_rate=br, beta_vq=bv, fingerprint=self.fingerprint,
+                              latent_check=check)
         data = pack_stream(header, enc["strings"], enc["shape"])
         sizes = stream_sizes(data)
         return EncodedImage(data, sizes["header_bit"], sizes["z_bit"], sizes["y_bit"], H * W)
@@ -122,15 +125,21 @@ class ImageCoder:
         header, strings, z_shape = self.parse(data)
         self._check_betas(header)
         betas = self._betas(header.beta_rate, header.beta_vq, self.device)
+        # the frame passed its CRC and fingerprint checks, so the bytes are as written
+        cause = ("Either the stream was forged with a valid CRC, or this receiver computes the entropy "
+                 "parameters differently from the sender (the model's exact integer arithmetic rules out "
+                 "other CPU kernels, thread counts or devices; a modified model or a bug does not); "
+                 "no image is written")
         try:
-            x_hat = self.model.decompress([[s] for s in strings], z_shape, *betas)["x_hat"]
+            out = self.model.decompress([[s] for s in strings], z_shape, *betas)
         except CorruptBitstreamError as err:
-            # the frame passed its CRC and fingerprint checks, so the bytes are as written
+            raise EntropyDesyncError(f"entropy decoding failed on an intact stream of this model ({err}): "
+                                     f"the rANS decoder lost step with the encoder. {cause}") from err
+        if header.latent_check and "y_hat" in out and latent_check(out["y_hat"]) != header.latent_check:
             raise EntropyDesyncError(
-                f"entropy decoding failed on an intact stream of this model ({err}). Either the stream "
-                "was forged with a valid CRC, or this machine computes the entropy parameters differently "
-                "from the sender's (other CPU kernels, thread count or device) and the rANS decoder lost "
-                "step with the encoder; no image is written") from err
+                f"the decoded latent fails the stream's check value ({latent_check(out['y_hat']):08x}, "
+                f"the sender's {header.latent_check:08x}): the rANS decoder lost step with the encoder. {cause}")
+        x_hat = out["x_hat"]
         if not torch.isfinite(x_hat).all():
             raise CorruptBitstreamError("decoding produced non-finite pixels")
         return crop_to(x_hat, header.height, header.width).cpu(), header

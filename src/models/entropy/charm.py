@@ -14,8 +14,11 @@ hyper-decoder output and the first ``min(i, max_support_slices)`` decoded slices
             y_hat_i = Q(y_i; mu_i, sigma_i)                 (GaussianConditional)
             y_hat_i = y_hat_i + 0.5 * tanh(lrp_i([hyper_mean ; support ; y_hat_i]))
 
-The same two helpers (``_params``, ``_lrp``) serve forward, compress and decompress, so that the
-decoder sees bit-identical means and scales. ``hidden_chs`` exists for narrow test models only.
+The same two helpers (``_params``, ``_lrp``) serve forward, compress and decompress. Coding
+(compress / decompress) runs them in exact integer arithmetic (:mod:`src.models.entropy.exact`),
+so that the decoder computes the encoder's means, scales and supports bit for bit on any machine;
+``forward`` (training, rate estimates) stays in float32 and agrees to float noise.
+``hidden_chs`` exists for narrow test models only.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import torch
 from compressai.entropy_models import GaussianConditional
 from torch import Tensor, nn
 
+from src.models.entropy.exact import exact_tanh, on_grid, run_exact
 from src.utils.registry import SUBNETS
 
 
@@ -72,19 +76,24 @@ class Minnen20CharmContextModel(nn.Module):
     def _support(self, decoded: List) -> List:
         return decoded if self.max_support_slices < 0 else decoded[: self.max_support_slices]
 
-    def _params(self, i: int, hyper_out: Tensor,
-                decoded: List[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
-        """-> (mean_support, mu_i, sigma_i) for slice i."""
+    def _params(self, i: int, hyper_out: Tensor, decoded: List[Tensor],
+                exact: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
+        """-> (mean_support, mu_i, sigma_i) for slice i (``exact``: on the exact grid, float64)."""
         hyper_mean, hyper_scale = hyper_out.chunk(2, dim=1)
         support = self._support(decoded)
         mean_support = torch.cat([hyper_mean] + support, dim=1)
         scale_support = torch.cat([hyper_scale] + support, dim=1)
-        return (mean_support, self.mean_slice_transforms[i](mean_support),
-                self.scale_slice_transforms[i](scale_support))
+        mean_net, scale_net = self.mean_slice_transforms[i], self.scale_slice_transforms[i]
+        if exact:
+            return (mean_support, run_exact(mean_net.model, mean_support),
+                    run_exact(scale_net.model, scale_support))
+        return mean_support, mean_net(mean_support), scale_net(scale_support)
 
-    def _lrp(self, i: int, mean_support: Tensor, y_hat_i: Tensor) -> Tensor:
-        r = self.lrp_slice_transforms[i](torch.cat([mean_support, y_hat_i], dim=1))
-        return y_hat_i + 0.5 * torch.tanh(r)
+    def _lrp(self, i: int, mean_support: Tensor, y_hat_i: Tensor, exact: bool = False) -> Tensor:
+        net, x = self.lrp_slice_transforms[i], torch.cat([mean_support, y_hat_i], dim=1)
+        if exact:  # y_hat_i = symbols + mu lies on the grid, and so does the sum
+            return y_hat_i + on_grid(0.5 * exact_tanh(run_exact(net.model, x)))
+        return y_hat_i + 0.5 * torch.tanh(net(x))
 
     def forward(self, y: Tensor, hyper_out: Tensor, entropy_model_y: nn.Module,
                 training: Optional[bool] = None, calc_q_likelihood: bool = False
@@ -106,25 +115,27 @@ class Minnen20CharmContextModel(nn.Module):
     @torch.no_grad()
     def compress(self, y: Tensor, hyper_out: Tensor, entropy_model_y: GaussianConditional
                  ) -> Tuple[List[List[bytes]], Tensor]:
-        """-> (one list of per-sample strings per slice, y_hat)."""
+        """-> (one list of per-sample strings per slice, y_hat in float64); ``hyper_out`` from
+        the exact h_s (``Minnen20HyperDecoder.exact``)."""
         decoded, strings = [], []
-        for i, y_i in enumerate(y.chunk(self.num_slices, dim=1)):
-            mean_support, mu, sigma = self._params(i, hyper_out, decoded)
+        for i, y_i in enumerate(y.double().chunk(self.num_slices, dim=1)):
+            mean_support, mu, sigma = self._params(i, hyper_out, decoded, exact=True)
             indexes = entropy_model_y.build_indexes(sigma)
+            # symbols = round(y_i - mu), in float64 like the decoder's symbols + mu
             strings.append(entropy_model_y.compress(y_i, indexes, means=mu))
-            y_hat_i = entropy_model_y.quantize(y_i, "dequantize", means=mu)
-            decoded.append(self._lrp(i, mean_support, y_hat_i))
+            decoded.append(self._lrp(i, mean_support, torch.round(y_i - mu) + mu, exact=True))
         return strings, torch.cat(decoded, dim=1)
 
     @torch.no_grad()
     def decompress(self, strings: Sequence[Sequence[bytes]], hyper_out: Tensor,
                    entropy_model_y: GaussianConditional) -> Tensor:
+        """-> y_hat in float64, equal bit for bit to :meth:`compress`'s."""
         if len(strings) != self.num_slices:
             raise ValueError(f"expected {self.num_slices} slice strings, got {len(strings)}")
         decoded = []
         for i in range(self.num_slices):
-            mean_support, mu, sigma = self._params(i, hyper_out, decoded)
+            mean_support, mu, sigma = self._params(i, hyper_out, decoded, exact=True)
             indexes = entropy_model_y.build_indexes(sigma)
-            y_hat_i = entropy_model_y.decompress(list(strings[i]), indexes, mu.dtype, means=mu)
-            decoded.append(self._lrp(i, mean_support, y_hat_i))
+            y_hat_i = entropy_model_y.decompress(list(strings[i]), indexes, torch.float64, means=mu)
+            decoded.append(self._lrp(i, mean_support, y_hat_i, exact=True))
         return torch.cat(decoded, dim=1)
