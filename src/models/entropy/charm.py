@@ -14,15 +14,15 @@ hyper-decoder output and the first ``min(i, max_support_slices)`` decoded slices
             y_hat_i = Q(y_i; mu_i, sigma_i)                 (GaussianConditional)
             y_hat_i = y_hat_i + 0.5 * tanh(lrp_i([hyper_mean ; support ; y_hat_i]))
 
-The same two helpers (``_params``, ``_lrp``) serve forward, compress and decompress. Coding
-(compress / decompress) runs them in exact integer arithmetic (:mod:`src.models.entropy.exact`),
+The same two helpers (``_params``, ``_lrp``) serve ``forward`` and ``code``. Coding (``code``,
+one pass for compress and decompress) runs them in exact integer arithmetic (:mod:`src.models.entropy.exact`),
 so that the decoder computes the encoder's means, scales and supports bit for bit on any machine;
 ``forward`` (training, rate estimates) stays in float32 and agrees to float noise.
 ``hidden_chs`` exists for narrow test models only.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from compressai.entropy_models import GaussianConditional
@@ -30,6 +30,9 @@ from torch import Tensor, nn
 
 from src.models.entropy.exact import exact_tanh, on_grid, run_exact
 from src.utils.registry import SUBNETS
+
+#: (slice index, CDF indexes, means) -> integer symbols of that slice
+SymbolSource = Callable[[int, Tensor, Tensor], Tensor]
 
 
 class SliceTransform(nn.Module):
@@ -113,29 +116,17 @@ class Minnen20CharmContextModel(nn.Module):
         return torch.cat(decoded, dim=1), torch.cat(liks, dim=1), q
 
     @torch.no_grad()
-    def compress(self, y: Tensor, hyper_out: Tensor, entropy_model_y: GaussianConditional
-                 ) -> Tuple[List[List[bytes]], Tensor]:
-        """-> (one list of per-sample strings per slice, y_hat in float64); ``hyper_out`` from
-        the exact h_s (``Minnen20HyperDecoder.exact``)."""
-        decoded, strings = [], []
-        for i, y_i in enumerate(y.double().chunk(self.num_slices, dim=1)):
-            mean_support, mu, sigma = self._params(i, hyper_out, decoded, exact=True)
-            indexes = entropy_model_y.build_indexes(sigma)
-            # symbols = round(y_i - mu), in float64 like the decoder's symbols + mu
-            strings.append(entropy_model_y.compress(y_i, indexes, means=mu))
-            decoded.append(self._lrp(i, mean_support, torch.round(y_i - mu) + mu, exact=True))
-        return strings, torch.cat(decoded, dim=1)
+    def code(self, hyper_out: Tensor, entropy_model_y: GaussianConditional, symbols_of: SymbolSource) -> Tensor:
+        """The coding pass, one for sender and receiver: for each slice, the exact means and scale
+        indexes, then ``symbols_of(i, indexes, mu)`` (the sender rounds ``y_i - mu`` and writes the
+        symbols, the receiver reads them), then ``y_hat_i = symbols + mu`` and the LRP.
 
-    @torch.no_grad()
-    def decompress(self, strings: Sequence[Sequence[bytes]], hyper_out: Tensor,
-                   entropy_model_y: GaussianConditional) -> Tensor:
-        """-> y_hat in float64, equal bit for bit to :meth:`compress`'s."""
-        if len(strings) != self.num_slices:
-            raise ValueError(f"expected {self.num_slices} slice strings, got {len(strings)}")
+        ``hyper_out`` comes from the exact h_s (``Minnen20HyperDecoder.exact``). Returns y_hat in
+        float64; it is the same bits on both sides, on any machine."""
         decoded = []
         for i in range(self.num_slices):
             mean_support, mu, sigma = self._params(i, hyper_out, decoded, exact=True)
             indexes = entropy_model_y.build_indexes(sigma)
-            y_hat_i = entropy_model_y.decompress(list(strings[i]), indexes, torch.float64, means=mu)
-            decoded.append(self._lrp(i, mean_support, y_hat_i, exact=True))
+            symbols = symbols_of(i, indexes, mu)
+            decoded.append(self._lrp(i, mean_support, symbols.double() + mu, exact=True))
         return torch.cat(decoded, dim=1)
