@@ -1,6 +1,7 @@
-"""Benchmarks (never timed tests): codec speed, coding overhead, memory, training throughput, FLOPs.
+"""Benchmarks (never timed tests): codec speed, coding overhead, exact entropy parameters, memory,
+training throughput, FLOPs.
 
-    python scripts/benchmark.py [--sections codec,overhead,memory,training,flops] [--width full|toy]
+    python scripts/benchmark.py [--sections codec,overhead,entropy,memory,training,flops] [--width full|toy]
                                 [--out docs/benchmarks] [-d cpu]
 
 Writes ``<out>.json`` and ``<out>.md``; every figure comes with the machine, torch version and
@@ -118,6 +119,76 @@ def bench_overhead(args) -> dict:
                                           "ratio": (enc.z_bit + enc.y_bit) / pred["pred_bit"],
                                           "header_bits": enc.header_bit}
     return {"model": str(path), **rows}
+
+
+def bench_entropy(args) -> dict:
+    """The exact entropy parameters against float32 ones, on the same latents and tables.
+
+    For each image: y and z from the encoder, then the coding pass twice, with h_s / ChARM in exact
+    integer arithmetic (what the coder uses) and in float32 (the path before it): the code length
+    of the symbols under the coder's tables and the seconds of each, and the real stream (one
+    rANS string and the frame). Toy width uses ``--overhead_model`` when it exists."""
+    import torch
+
+    from src.models.codec.image_coder import ImageCoder
+    from src.models.codec.loading import load_codec
+    from src.models.codec.symbols import table_bits
+
+    path = Path(args.overhead_model) if args.width == "toy" and args.overhead_model else None
+    if path is not None and path.is_file():
+        model, _ = load_codec(TOY_CONFIG, path, "cpu", ["subnet.vq_model.ckpt_path=null"])
+    else:
+        path, model = None, load_dcvic(args.width, "cpu")
+    coder = ImageCoder(model)
+    cm, ey = model.context_model, model.entropy_model_y
+    size = 512 if args.width == "toy" else 256
+    totals = {"exact_bits": 0.0, "float32_bits": 0.0, "exact_s": 0.0, "float32_s": 0.0, "stream_bits": 0,
+              "header_bits": 0, "ideal_bits": 0.0}
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        x = photo_named(name, size)
+        for beta_rate, beta_vq in ((0.0, 1.0), (1.5, 2.0), (3.0, 3.5)):
+            br, bv = torch.tensor([beta_rate]), torch.tensor([beta_vq])
+            with torch.inference_mode():
+                y = model.encode(x, br, bv)["y"].float()
+                enc = model.compress(x, br, bv)
+                z_hat = model.entropy_model_z.quantize(model.hyperencoder(y), "dequantize",
+                                                       model.entropy_model_z._get_medians())
+                slices = y.double().chunk(cm.num_slices, 1)
+                for exact in (True, False):
+                    bits, t = 0.0, time.perf_counter()
+                    hyper = model.hyperdecoder.exact(z_hat) if exact else model.hyperdecoder(z_hat)
+                    decoded = []
+                    for i in range(cm.num_slices):
+                        y_i = slices[i] if exact else slices[i].float()
+                        support, mu, sigma = cm._params(i, hyper, decoded, exact=exact)
+                        idx = ey.build_indexes(sigma)
+                        sym = torch.round(y_i - mu)
+                        bits += table_bits(ey, sym.int(), idx)
+                        decoded.append(cm._lrp(i, support, sym + mu, exact=exact))
+                    key = "exact" if exact else "float32"
+                    totals[f"{key}_s"] += time.perf_counter() - t
+                    totals[f"{key}_bits"] += bits
+            coded = coder.encode(x, beta_rate, beta_vq)
+            totals["stream_bits"] += 8 * len(coded.data)
+            totals["header_bits"] += coded.header_bit
+            totals["ideal_bits"] += sum(enc["ideal_bits"][0].values())
+    return {"model": str(path) if path else f"{args.width} width, random weights", "images": f"4 photos x 3 beta pairs, {size} px",
+            **totals, "exact_over_float32_y_bits": totals["exact_bits"] / totals["float32_bits"],
+            "exact_over_float32_seconds": totals["exact_s"] / totals["float32_s"],
+            "stream_over_ideal_bits": (totals["stream_bits"] - totals["header_bits"]) / totals["ideal_bits"]}
+
+
+def photo_named(name: str, size: int):
+    """The centre ``size`` x ``size`` crop of a bundled photo (scaled up when it is smaller), (1, 3, H, W) in [-1, 1]."""
+    import torch
+    import torch.nn.functional as F
+    from skimage import data
+
+    img = torch.from_numpy(getattr(data, name)().copy()).permute(2, 0, 1).float().unsqueeze(0) / 127.5 - 1
+    if min(img.shape[-2:]) < size:
+        img = F.interpolate(img, scale_factor=size / min(img.shape[-2:]), mode="bilinear", align_corners=False)
+    top, left = (img.shape[-2] - size) // 2, (img.shape[-1] - size) // 2
+    return img[..., top:top + size, left:left + size].contiguous()
 
 
 MEMORY_CHILD = r"""
@@ -249,8 +320,8 @@ def measured_peak() -> dict:
     return {"matmul_GFLOPs": 2 * 2048 ** 3 / t / 1e9, "conv3x3_GFLOPs": conv_flops / tc / 1e9}
 
 
-SECTIONS = {"codec": bench_codec, "overhead": bench_overhead, "memory": bench_memory, "training": bench_training,
-            "flops": bench_flops}
+SECTIONS = {"codec": bench_codec, "overhead": bench_overhead, "entropy": bench_entropy, "memory": bench_memory,
+            "training": bench_training, "flops": bench_flops}
 
 
 def to_markdown(result: dict) -> str:

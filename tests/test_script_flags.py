@@ -69,7 +69,10 @@ def run_compress(model_file, images, out, *flags):
 
 
 def header_betas(path):
+    """The betas a stream's header sends: two float32 values, or a quality index into the pairs."""
     header = unpack_stream(Path(path).read_bytes())[0]
+    if header.quality is not None:
+        return selected_betas(load_config(CONFIG, OPTS), header.quality)
     return header.beta_rate, header.beta_vq
 
 
@@ -78,7 +81,10 @@ def test_compress_rate_flags_choose_the_header_betas(model_file, images, selecti
     assert run_compress(model_file, images, tmp_path / "q", "-q", "1.5") == 0
     expected = selected_betas(cfg, 1.5)
     assert header_betas(tmp_path / "q" / "bin" / "astronaut.bin") == pytest.approx(expected, abs=1e-6)
-    # --beta_rate/--beta_vq with the same pair write the same bytes
+    # --beta_rate/--beta_vq with the same pair write the same bytes; an exact selected pair is a quality index
+    assert run_compress(model_file, images, tmp_path / "q1", "-q", "1") == 0
+    assert unpack_stream((tmp_path / "q1" / "bin" / "astronaut.bin").read_bytes())[0].quality == 1
+    assert header_betas(tmp_path / "q1" / "bin" / "astronaut.bin") == pytest.approx(selected_betas(cfg, 1), abs=1e-6)
     assert run_compress(model_file, images, tmp_path / "b", "--beta_rate", str(expected[0]),
                         "--beta_vq", str(expected[1])) == 0
     assert (tmp_path / "b" / "bin" / "astronaut.bin").read_bytes() == \

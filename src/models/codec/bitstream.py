@@ -1,65 +1,69 @@
-"""One framed file per compressed image: header, entropy strings, CRC32.
+"""One compressed image per file: a compact header, then one rANS string.
 
-The entropy coder (compressai's rANS) has no framing of its own, and a truncated
-or corrupted string fed to it can give NaN images or even crash the process. So
-every stream is wrapped in a small frame and the frame is verified completely
-*before* any string reaches a decoder.
+Layout (integers big-endian, varints LEB128: 7 bits a byte, low bits first)::
 
-Layout (all integers big-endian)::
+    size   field
+    1      tag          0xD0 | version << 2 | beta mode: magic nibble 0xD, format version
+                        (:data:`FORMAT_VERSION`), how the betas are sent (below)
+    1-3    height       varint, image height before padding (1 .. MAX_IMAGE_SIDE)
+    1-3    width        varint
+    0/1/8  betas        mode 0: none (unconditioned model); mode 1: a quality index (u8) into
+                        the model's selected (beta_rate, beta_vq) pairs; mode 2: the float32
+                        pair the encoder conditioned on
+    2      fingerprint  first 2 bytes of the model's :func:`model_fingerprint`
+    4      check        CRC-32 over the header bytes before it, the whole 8-byte model
+                        fingerprint, the betas (float32) and the decoded y_hat (float32)
+    rest   payload      one rANS string: z, then the y slices (:mod:`src.models.codec.symbols`)
 
-    offset  size  field
-    0       4     magic            b"DCVC"
-    4       1     version          u8 (FORMAT_VERSION)
-    5       4     height           u32, image height before padding
-    9       4     width            u32, image width before padding
-    13      4     beta_rate        float32
-    17      4     beta_vq          float32
-    21      8     fingerprint      first 8 bytes of SHA-256 over the model's tensors
-    29      4     z_height         u32, spatial shape of the hyper-latent z
-    33      4     z_width          u32
-    37      2     n_strings        u16, number of entropy strings
-    39      ...   n_strings x (u32 length, bytes)
-    end-4   4     crc32            zlib.crc32 of every byte before it
+A Kodak-sized (768x512) image costs 12 bytes (96 bits) of header with a quality index and
+19 bytes (152 bits) with explicit betas; sides of 16384 px and more take one byte more each.
 
-DC-VIC writes 7 strings: one for z, then one for each of the 6 y slices. The
-frame itself does not care; :func:`stream_sizes` splits the bits into header,
-z and y for reporting.
+What each check catches:
 
-:func:`unpack_stream` raises :class:`CorruptBitstreamError` (a ``ValueError``)
-for every malformed input and no other exception.
+* tag: a file that is not a stream of this format (the older 4-byte ``DCVC`` frames are named);
+* fingerprint: a stream of another model, at the first 2 bytes (a foreign stream passes it with
+  odds 2**-16, and then fails the check value, which covers the whole fingerprint);
+* the payload's length rules and the bounds-checked rANS decoder (:mod:`~src.models.codec.rans_guard`):
+  a truncated or padded string, a string too short for its symbols;
+* the check value, after decoding: any change of the header or the payload (a bit flip, a
+  forgery), and a receiver that decodes a different y_hat or resolves the quality index to other
+  betas than the sender's; a damaged stream passes it with odds 2**-32.
+
+:func:`unpack_stream` raises :class:`CorruptBitstreamError` (a ``ValueError``) for every
+malformed input and no other exception.
 """
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
-MAGIC = b"DCVC"
-FORMAT_VERSION = 1
-FINGERPRINT_BYTES = 8
+TAG_MAGIC = 0xD0
+FORMAT_VERSION = 3
+FINGERPRINT_BYTES = 8            # model_fingerprint's length; the check value covers all of it
+HEADER_FINGERPRINT_BYTES = 2     # what the header stores
 #: Largest image side the format allows; larger values are treated as corruption. Decoders
 #: accept less by default (``ImageCoder``'s ``max_side``, ``image_coder.MAX_DECODE_SIDE``).
 MAX_IMAGE_SIDE = 1 << 20
-
-_FIXED = struct.Struct(">4sBIIff8sIIH")  # everything up to and including n_strings
-_LEN = struct.Struct(">I")
-_CRC = struct.Struct(">I")
-MIN_STREAM_BYTES = _FIXED.size + _CRC.size
-
-StringsLike = Sequence[Union[bytes, Sequence[bytes]]]
+BETAS_NONE, BETAS_QUALITY, BETAS_FLOAT32 = 0, 1, 2
+_BETAS = struct.Struct(">ff")
+_CHECK = struct.Struct(">I")
+#: an rANS string holds at least its flushed 64-bit state
+MIN_PAYLOAD_BYTES = 8
+#: fewest bytes of a valid stream: tag, two 1-byte sides, fingerprint, check, payload
+MIN_STREAM_BYTES = 1 + 2 + HEADER_FINGERPRINT_BYTES + _CHECK.size + MIN_PAYLOAD_BYTES
 
 
 class CorruptBitstreamError(ValueError):
     """The bytes are not a valid stream for this format (or for this model)."""
 
 
-class EntropyDesyncError(CorruptBitstreamError):
-    """An intact frame for this model whose entropy strings did not decode as they were coded:
-    the receiver's entropy parameters differ from the sender's, or the stream was forged."""
+class StreamCheckError(CorruptBitstreamError):
+    """A stream of this model decoded to a y_hat (or betas) that fail its check value: the file was
+    damaged or forged, or this receiver decodes differently from the sender."""
 
 
 @dataclass(frozen=True)
@@ -68,18 +72,29 @@ class StreamHeader:
 
     Attributes:
         height, width: size of the original (unpadded) image in pixels.
-        beta_rate, beta_vq: the coding parameters the decoder must condition on
-            (stored as float32, so they round-trip to float32 precision).
-        fingerprint: :data:`FINGERPRINT_BYTES` bytes from :func:`model_fingerprint`.
+        beta_rate, beta_vq: the betas the decoder conditions on, as float32 values; with a
+            quality index they are resolved from the model's pairs by the reader
+            (``ImageCoder.parse``); None for an unconditioned model.
+        quality: index into the model's selected pairs, when the betas are sent that way.
+        fingerprint: :data:`HEADER_FINGERPRINT_BYTES` bytes (the start of :func:`model_fingerprint`).
+        check: :func:`stream_check` of the stream (set by the writer).
         version: format version (set by the writer; checked by the reader).
     """
 
     height: int
     width: int
-    beta_rate: float
-    beta_vq: float
-    fingerprint: bytes
+    beta_rate: Optional[float] = None
+    beta_vq: Optional[float] = None
+    quality: Optional[int] = None
+    fingerprint: bytes = bytes(HEADER_FINGERPRINT_BYTES)
+    check: int = 0
     version: int = FORMAT_VERSION
+
+    @property
+    def beta_mode(self) -> int:
+        if self.quality is not None:
+            return BETAS_QUALITY
+        return BETAS_NONE if self.beta_rate is None and self.beta_vq is None else BETAS_FLOAT32
 
 
 # --------------------------------------------------------------------------- fingerprint
@@ -99,7 +114,8 @@ def model_fingerprint(module_or_state_dict: Any, prefixes: Optional[Sequence[str
             (e.g. the entropy-model-relevant sub-modules).
 
     Returns:
-        The first :data:`FINGERPRINT_BYTES` bytes of the digest.
+        The first :data:`FINGERPRINT_BYTES` bytes of the digest (the header stores
+        :data:`HEADER_FINGERPRINT_BYTES` of them).
     """
     import torch  # local import: the framing code itself needs no torch
 
@@ -146,166 +162,178 @@ def expected_z_shape(height: int, width: int, factor: int = 64, rounding: str = 
     raise ValueError(f"rounding must be 'ceil' or 'floor', got {rounding!r}")
 
 
-def check_z_shape(header: StreamHeader, z_shape: Sequence[int], factor: int = 64,
-                  rounding: str = "ceil") -> None:
-    """Raise :class:`CorruptBitstreamError` unless ``z_shape`` matches the image size."""
-    want = expected_z_shape(header.height, header.width, factor, rounding)
-    if tuple(z_shape) != want:
-        raise CorruptBitstreamError(
-            f"z shape {tuple(z_shape)} does not fit a {header.height}x{header.width} image "
-            f"(expected {want} for downsampling {factor}, rounding {rounding!r})")
+# --------------------------------------------------------------------------- varints
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int, what: str) -> Tuple[int, int]:
+    value = shift = 0
+    for i in range(3):                        # MAX_IMAGE_SIDE needs 21 bits: 3 bytes
+        if pos + i >= len(data):
+            raise CorruptBitstreamError(f"stream ends inside the {what} field")
+        byte = data[pos + i]
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            if i and not byte:
+                raise CorruptBitstreamError(f"{what} field is not in its shortest form")
+            return value, pos + i + 1
+    raise CorruptBitstreamError(f"{what} field runs over 3 bytes (sides go up to {MAX_IMAGE_SIDE})")
 
 
 # --------------------------------------------------------------------------- writing
-def _flatten_strings(strings: StringsLike) -> List[bytes]:
-    """Accept ``[b"..", ..]`` or compressai's ``[[b".."], ..]`` (batch size 1)."""
-    out = []
-    for i, s in enumerate(strings):
-        if isinstance(s, (list, tuple)):
-            if len(s) != 1:
-                raise ValueError(f"string group {i} holds {len(s)} strings; one stream holds batch size 1")
-            s = s[0]
-        if not isinstance(s, (bytes, bytearray)):
-            raise TypeError(f"string {i} is {type(s).__name__}, expected bytes")
-        out.append(bytes(s))
-    return out
-
-
-def pack_stream(header: StreamHeader, strings: StringsLike, z_shape: Sequence[int]) -> bytes:
-    """Frame one image's entropy strings into bytes (see the module docstring)."""
-    flat = _flatten_strings(strings)
-    if len(header.fingerprint) != FINGERPRINT_BYTES:
-        raise ValueError(f"fingerprint must be {FINGERPRINT_BYTES} bytes, got {len(header.fingerprint)}")
+def header_bytes(header: StreamHeader) -> bytes:
+    """The header's bytes up to (not including) the check value."""
     if not (1 <= header.height <= MAX_IMAGE_SIDE and 1 <= header.width <= MAX_IMAGE_SIDE):
         raise ValueError(f"image size {header.height}x{header.width} outside 1..{MAX_IMAGE_SIDE}")
-    if len(z_shape) != 2 or not all(1 <= int(v) <= 0xFFFFFFFF for v in z_shape):
-        raise ValueError(f"z_shape must be (height, width) with positive u32 values, got {tuple(z_shape)}")
-    if len(flat) > 0xFFFF:
-        raise ValueError(f"too many strings ({len(flat)})")
-    parts = [_FIXED.pack(MAGIC, FORMAT_VERSION, header.height, header.width,
-                         header.beta_rate, header.beta_vq, header.fingerprint,
-                         int(z_shape[0]), int(z_shape[1]), len(flat))]
-    for s in flat:
-        if len(s) > 0xFFFFFFFF:
-            raise ValueError("string longer than 4 GiB")
-        parts += [_LEN.pack(len(s)), s]
-    body = b"".join(parts)
-    return body + _CRC.pack(zlib.crc32(body))
+    if len(header.fingerprint) != HEADER_FINGERPRINT_BYTES:
+        raise ValueError(f"the header's fingerprint must be {HEADER_FINGERPRINT_BYTES} bytes, "
+                         f"got {len(header.fingerprint)}")
+    mode = header.beta_mode
+    parts = [bytes([TAG_MAGIC | FORMAT_VERSION << 2 | mode]), _varint(header.height), _varint(header.width)]
+    if mode == BETAS_QUALITY:
+        if not 0 <= header.quality <= 0xFF:
+            raise ValueError(f"quality index must be in 0..255, got {header.quality}")
+        parts.append(bytes([header.quality]))
+    elif mode == BETAS_FLOAT32:
+        if header.beta_rate is None or header.beta_vq is None:
+            raise ValueError("give both betas or neither")
+        parts.append(_BETAS.pack(header.beta_rate, header.beta_vq))
+    return b"".join(parts) + bytes(header.fingerprint)
 
 
-def write_stream(path: Union[str, os.PathLike], header: StreamHeader, strings: StringsLike,
-                 z_shape: Sequence[int]) -> int:
+def stream_check(prefix: bytes, fingerprint: bytes, beta_rate: Optional[float], beta_vq: Optional[float],
+                 y_hat: Any) -> int:
+    """The check value: CRC-32 over the header bytes ``prefix`` (:func:`header_bytes`), the whole
+    model ``fingerprint``, the betas the decoder conditions on (float32; zeros for none) and the
+    decoded ``y_hat`` (a tensor, as little-endian float32)."""
+    if len(fingerprint) != FINGERPRINT_BYTES:
+        raise ValueError(f"fingerprint must be {FINGERPRINT_BYTES} bytes, got {len(fingerprint)}")
+    crc = zlib.crc32(prefix)
+    crc = zlib.crc32(bytes(fingerprint), crc)
+    crc = zlib.crc32(_BETAS.pack(beta_rate or 0.0, beta_vq or 0.0), crc)
+    arr = y_hat.detach().cpu().float().contiguous().numpy()
+    return zlib.crc32(arr.astype("<f4", copy=False).tobytes(), crc)
+
+
+def pack_stream(header: StreamHeader, payload: bytes) -> bytes:
+    """Frame one image's rANS string (see the module docstring); ``header.check`` as computed
+    by :func:`stream_check`."""
+    if not isinstance(payload, (bytes, bytearray)):
+        raise TypeError(f"payload is {type(payload).__name__}, expected bytes")
+    if not 0 <= header.check <= 0xFFFFFFFF:
+        raise ValueError(f"check must be a u32, got {header.check}")
+    return header_bytes(header) + _CHECK.pack(header.check) + bytes(payload)
+
+
+def write_stream(path: Union[str, os.PathLike], header: StreamHeader, payload: bytes) -> int:
     """Write a framed stream to ``path``; returns the number of bytes written."""
-    data = pack_stream(header, strings, z_shape)
+    data = pack_stream(header, payload)
     with open(path, "wb") as f:
         f.write(data)
     return len(data)
 
 
 # --------------------------------------------------------------------------- reading
-def _parse(data: bytes) -> Tuple[StreamHeader, List[bytes], Tuple[int, int]]:
-    """Frame checks in order: length, magic, version, CRC, length fields, trailing bytes."""
+def _parse(data: bytes) -> Tuple[StreamHeader, int, bytes]:
+    """-> (header, length of the header bytes before the check, payload)."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
+    if data[:4] == b"DCVC":
+        raise CorruptBitstreamError(
+            f"a stream of an earlier format (version {data[4] if len(data) > 4 else '?'}: per-slice strings, "
+            "float32 entropy parameters that another machine may not reproduce); this reader reads format "
+            f"{FORMAT_VERSION}: re-encode the image")
     if len(data) < MIN_STREAM_BYTES:
         raise CorruptBitstreamError(
             f"stream too short: {len(data)} bytes, a valid stream has at least {MIN_STREAM_BYTES}")
-    if data[:4] != MAGIC:
-        raise CorruptBitstreamError(f"bad magic {data[:4]!r}, expected {MAGIC!r} (not a DC-VIC stream)")
-    if data[4] != FORMAT_VERSION:
-        raise CorruptBitstreamError(
-            f"unsupported format version {data[4]} (this reader supports {FORMAT_VERSION})")
-    body, (crc,) = data[:-_CRC.size], _CRC.unpack(data[-_CRC.size:])
-    if zlib.crc32(body) != crc:
-        raise CorruptBitstreamError(
-            f"CRC mismatch: stored {crc:08x}, computed {zlib.crc32(body):08x} (stream truncated or damaged)")
-    _, version, h, w, beta_rate, beta_vq, fp, zh, zw, n = _FIXED.unpack_from(body, 0)
-    pos, strings = _FIXED.size, []
-    for i in range(n):
-        if pos + _LEN.size > len(body):
-            raise CorruptBitstreamError(f"stream ends inside the length field of string {i} of {n}")
-        (length,) = _LEN.unpack_from(body, pos)
-        pos += _LEN.size
-        if length > len(body) - pos:
-            raise CorruptBitstreamError(
-                f"string {i} declares {length} bytes but only {len(body) - pos} remain")
-        strings.append(body[pos:pos + length])
-        pos += length
-    if pos != len(body):
-        raise CorruptBitstreamError(f"{len(body) - pos} trailing bytes after the last string")
-    header = StreamHeader(h, w, beta_rate, beta_vq, fp, version)
-    return header, strings, (zh, zw)
+    tag = data[0]
+    if tag & 0xF0 != TAG_MAGIC:
+        raise CorruptBitstreamError(f"bad tag byte {tag:#04x} (not a DC-VIC stream)")
+    version, mode = tag >> 2 & 0x3, tag & 0x3
+    if version != FORMAT_VERSION:
+        raise CorruptBitstreamError(f"unsupported format version {version} (this reader reads {FORMAT_VERSION})")
+    if mode not in (BETAS_NONE, BETAS_QUALITY, BETAS_FLOAT32):
+        raise CorruptBitstreamError(f"unknown beta mode {mode} in the tag byte")
+    height, pos = _read_varint(data, 1, "height")
+    width, pos = _read_varint(data, pos, "width")
+    if not (1 <= height <= MAX_IMAGE_SIDE and 1 <= width <= MAX_IMAGE_SIDE):
+        raise CorruptBitstreamError(f"image size {height}x{width} outside 1..{MAX_IMAGE_SIDE}")
+    beta_rate = beta_vq = quality = None
+    if mode == BETAS_QUALITY:
+        quality, pos = data[pos] if pos < len(data) else None, pos + 1
+    elif mode == BETAS_FLOAT32:
+        if pos + _BETAS.size <= len(data):
+            beta_rate, beta_vq = _BETAS.unpack_from(data, pos)
+        pos += _BETAS.size
+    fp_end = pos + HEADER_FINGERPRINT_BYTES
+    if fp_end + _CHECK.size + MIN_PAYLOAD_BYTES > len(data):
+        raise CorruptBitstreamError(f"stream too short: {len(data)} bytes, its header alone ends at byte "
+                                    f"{fp_end + _CHECK.size} and a string holds at least {MIN_PAYLOAD_BYTES}")
+    (check,) = _CHECK.unpack_from(data, fp_end)
+    header = StreamHeader(height, width, beta_rate, beta_vq, quality, data[pos:fp_end], check, version)
+    return header, fp_end, data[fp_end + _CHECK.size:]
 
 
-def _check_values(header: StreamHeader, z_shape: Tuple[int, int]) -> None:
-    """Sanity of the decoded numbers (a frame with a valid CRC may still be forged)."""
-    if not (1 <= header.height <= MAX_IMAGE_SIDE and 1 <= header.width <= MAX_IMAGE_SIDE):
-        raise CorruptBitstreamError(
-            f"image size {header.height}x{header.width} outside 1..{MAX_IMAGE_SIDE}")
-    if not (math.isfinite(header.beta_rate) and math.isfinite(header.beta_vq)):
-        raise CorruptBitstreamError(
-            f"non-finite coding parameters beta_rate={header.beta_rate}, beta_vq={header.beta_vq}")
-    if min(z_shape) < 1:
-        raise CorruptBitstreamError(f"empty z shape {z_shape}")
+def unpack_stream(data: bytes, expected_fingerprint: Optional[bytes] = None) -> Tuple[StreamHeader, bytes]:
+    """Read the frame of a stream: -> ``(header, payload)``.
 
-
-def unpack_stream(data: bytes, expected_fingerprint: Optional[bytes] = None, *,
-                  factor: Optional[int] = 64, rounding: str = "ceil",
-                  ) -> Tuple[StreamHeader, List[bytes], Tuple[int, int]]:
-    """Verify and split a framed stream.
-
-    Args:
-        data: the whole file content.
-        expected_fingerprint: the decoding model's :func:`model_fingerprint`; if
-            given, a stream made by another model is rejected.
-        factor, rounding: the z-shape rule (see :func:`expected_z_shape`);
-            ``factor=None`` skips that check.
-
-    Returns:
-        ``(header, strings, z_shape)``; ``[[s] for s in strings]`` is the nested
-        form compressai's ``decompress`` takes.
+    ``expected_fingerprint`` (the decoding model's :func:`model_fingerprint`): a stream whose
+    header names another model is refused. The check value can only be verified after decoding
+    (:func:`stream_check`; ``ImageCoder.decode`` does it).
 
     Raises:
-        CorruptBitstreamError: for any malformed stream, with the reason.
+        CorruptBitstreamError: for any malformed frame, with the reason.
     """
-    header, strings, z_shape = _parse(data)
-    _check_values(header, z_shape)
-    if factor is not None:
-        check_z_shape(header, z_shape, factor, rounding)
-    if expected_fingerprint is not None and header.fingerprint != bytes(expected_fingerprint):
+    header, _, payload = _parse(data)
+    if header.beta_mode == BETAS_FLOAT32 and not all(map(_finite, (header.beta_rate, header.beta_vq))):
         raise CorruptBitstreamError(
-            f"stream was made by a different model: fingerprint {header.fingerprint.hex()}, "
-            f"this model {bytes(expected_fingerprint).hex()}")
-    return header, strings, z_shape
+            f"non-finite coding parameters beta_rate={header.beta_rate}, beta_vq={header.beta_vq}")
+    if expected_fingerprint is not None and \
+            header.fingerprint != bytes(expected_fingerprint)[:HEADER_FINGERPRINT_BYTES]:
+        raise CorruptBitstreamError(
+            f"stream was made by a different model: fingerprint {header.fingerprint.hex()}, this model "
+            f"{bytes(expected_fingerprint)[:HEADER_FINGERPRINT_BYTES].hex()} (its first {HEADER_FINGERPRINT_BYTES} "
+            "bytes)")
+    return header, payload
 
 
-def read_stream(path: Union[str, os.PathLike], expected_fingerprint: Optional[bytes] = None,
-                **kwargs: Any) -> Tuple[StreamHeader, List[bytes], Tuple[int, int]]:
-    """Read and verify a stream file (see :func:`unpack_stream`)."""
+def _finite(v: float) -> bool:
+    return v == v and abs(v) != float("inf")
+
+
+def check_prefix(data: bytes) -> bytes:
+    """The header bytes of a stream that its check value covers (everything before it)."""
+    return bytes(data)[:_parse(data)[1]]
+
+
+def read_stream(path: Union[str, os.PathLike], expected_fingerprint: Optional[bytes] = None
+                ) -> Tuple[StreamHeader, bytes]:
+    """Read and verify the frame of a stream file (see :func:`unpack_stream`)."""
     with open(path, "rb") as f:
         data = f.read()
     try:
-        return unpack_stream(data, expected_fingerprint, **kwargs)
+        return unpack_stream(data, expected_fingerprint)
     except CorruptBitstreamError as e:
         raise CorruptBitstreamError(f"{os.fspath(path)}: {e}") from None
 
 
 # --------------------------------------------------------------------------- sizes
-def stream_sizes(data: bytes, n_z_strings: int = 1) -> Dict[str, int]:
-    """Bits of a verified stream, split for reporting.
-
-    Returns a dict with ``header_bit`` (magic, fields, length prefixes and CRC),
-    ``z_bit`` (the first ``n_z_strings`` strings), ``y_bit`` (the other strings)
-    and ``total_bit``; header + z + y == total.
-    """
-    _, strings, _ = _parse(data)
-    z = sum(len(s) for s in strings[:n_z_strings])
-    y = sum(len(s) for s in strings[n_z_strings:])
-    total = len(data)
-    return {"header_bit": 8 * (total - z - y), "z_bit": 8 * z, "y_bit": 8 * y, "total_bit": 8 * total}
+def stream_sizes(data: bytes) -> Dict[str, int]:
+    """Bits of a stream: ``header_bit`` (everything before the payload, the check included),
+    ``payload_bit`` (the rANS string) and ``total_bit``."""
+    header, end, payload = _parse(data)
+    total = 8 * len(data)
+    return {"header_bit": total - 8 * len(payload), "payload_bit": 8 * len(payload), "total_bit": total}
 
 
 def header_bits(data: bytes) -> int:
-    """Framing overhead of a stream in bits (everything except the entropy strings)."""
+    """Framing overhead of a stream in bits (everything except the rANS string)."""
     return stream_sizes(data)["header_bit"]

@@ -12,9 +12,10 @@ indices of a frozen VQGAN f8 and fuses its own features into the VQGAN decoder::
     decoder with SFT fusion of the g_s features -> x_hat
 
 CompressAI contract: ``forward`` (rates from likelihoods), ``compress -> {"strings", "shape"}``,
-``decompress -> {"x_hat"}``, ``update()``, ``aux_loss()``. The entropy parameters (h_s, ChARM,
-CDFs) are computed on the CPU in float32 during compress/decompress, so that a stream made on
-one device decodes on another (not guaranteed bit for bit, see ``_entropy_on_cpu``).
+``decompress -> {"x_hat"}``, ``update()``, ``aux_loss()``. During compress/decompress the entropy
+parameters (h_s, ChARM) are computed on the CPU in exact integer arithmetic with the stored CDF
+tables, so that a stream made on one machine or device decodes bit for bit on any other (see
+``_entropy_on_cpu``).
 ``beta_cond=False`` is the unconditioned step-1-1 model.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +35,9 @@ from torch import Tensor, nn
 import src.models.codec.transforms  # noqa: F401
 import src.models.codec.vq_modules  # noqa: F401
 import src.models.entropy  # noqa: F401
+from src.models.codec.symbols import SymbolReader, SymbolWriter
 from src.models.entropy.buffers import resize_entropy_buffers
+from src.models.entropy.charm import SymbolSource
 from src.utils.registry import MODELS, SUBNETS
 
 logger = logging.getLogger(__name__)
@@ -137,13 +140,13 @@ class DCVIC(nn.Module):
 
     @contextlib.contextmanager
     def _entropy_on_cpu(self):
-        """Run h_s, ChARM and both entropy models on the CPU in float32, then move them back.
+        """Run h_s, ChARM and both entropy models on the CPU, then move them back.
 
-        float32 as in ``forward``, so that the decoded y_hat equals the eval-mode y_hat bit for
-        bit (a tested property the rate estimates rely on). Across thread counts or CPU kernels
-        the entropy parameters can still differ by a few ulps, and a scale can then cross a
-        scale-table boundary: the rANS decoder loses step, which ``ImageCoder`` reports as
-        :class:`EntropyDesyncError`. Making that impossible needs integer arithmetic (open work)."""
+        When coding, h_s and ChARM compute in exact integer arithmetic (float64 values on a fixed
+        grid, :mod:`src.models.entropy.exact`): the means, scale indices and slice supports are
+        the same bits for any thread count, CPU kernel set, oneDNN setting or encoder device, so
+        the rANS decoder cannot lose step with the encoder. They differ from the float32
+        ``forward``'s by float noise only (rates within 0.01%, see docs/benchmarks.md)."""
         mods = [self.hyperdecoder, self.context_model, self.entropy_model_z, self.entropy_model_y]
         where = [_location(m) for m in mods]
         try:
@@ -288,33 +291,70 @@ class DCVIC(nn.Module):
     @torch.no_grad()
     def compress(self, x: Tensor, beta_rate=None, beta_vq=None,
                  vq_indices: Optional[Tensor] = None) -> Dict[str, object]:
-        """-> {"strings": [z_strings, y_strings of slice 0, ..., slice S-1], "shape": z (h, w)};
-        each entry is a list with one ``bytes`` per sample."""
+        """-> {"strings": [[one string per sample]], "shape": z (h, w), "y_hat": the y_hat the
+        receiver decodes (float32, CPU), "ideal_bits": per sample {"z", "y"}: the code length of
+        its symbols under the coder's tables}. Each string holds z, then the y slices in order
+        (:mod:`src.models.codec.symbols`)."""
         y = self.encode(x, beta_rate, beta_vq, vq_indices)["y"]
         z = self.hyperencoder(y)
+        writers = [SymbolWriter() for _ in range(x.shape[0])]
         with self._entropy_on_cpu():
             y, z = y.float().cpu(), z.float().cpu()
-            z_strings = self.entropy_model_z.compress(z)
-            z_hat = self.entropy_model_z.decompress(z_strings, z.shape[-2:])
-            hyper_out = self.hyperdecoder(z_hat)
-            y_strings, _ = self.context_model.compress(y, hyper_out, self.entropy_model_y)
-        return {"strings": [z_strings, *y_strings], "shape": tuple(z.shape[-2:])}
+            y_slices = y.double().chunk(self.context_model.num_slices, dim=1)
+
+            def write(name: str, model: nn.Module, symbols: Tensor, indexes: Tensor) -> Tensor:
+                for b, w in enumerate(writers):
+                    w.write(name, model, symbols[b], indexes[b])
+                return symbols
+
+            y_hat = self._code(tuple(z.shape), lambda idx, med: write(
+                "z", self.entropy_model_z, torch.round(z - med).int(), idx), lambda i, idx, mu: write(
+                "y", self.entropy_model_y, torch.round(y_slices[i] - mu).int(), idx))
+        return {"strings": [[w.flush() for w in writers]], "shape": tuple(z.shape[-2:]),
+                "y_hat": y_hat.float(), "ideal_bits": [w.ideal_bits() for w in writers]}
 
     @torch.no_grad()
     def decompress_latent(self, strings: Sequence[List[bytes]], shape: Sequence[int]) -> Tensor:
-        """Entropy decoding only (on the CPU): strings -> y_hat (on the CPU)."""
+        """Entropy decoding only (on the CPU): strings -> y_hat (float32, on the CPU), the bits
+        of ``compress``'s ``y_hat`` on any machine."""
+        if len(strings) != 1:
+            raise ValueError(f"expected one group of strings (one string per sample), got {len(strings)}")
+        readers = [SymbolReader(s) for s in strings[0]]
+        z_shape = (len(readers), self.entropy_model_z.channels, *shape)
         with self._entropy_on_cpu():
-            z_hat = self.entropy_model_z.decompress(list(strings[0]), tuple(shape))
-            hyper_out = self.hyperdecoder(z_hat)
-            return self.context_model.decompress(strings[1:], hyper_out, self.entropy_model_y)
+            def read(model: nn.Module, indexes: Tensor) -> Tensor:
+                return torch.stack([r.read(model, indexes[b]) for b, r in enumerate(readers)])
+
+            y_hat = self._code(z_shape, lambda idx, med: read(self.entropy_model_z, idx),
+                               lambda i, idx, mu: read(self.entropy_model_y, idx))
+        for r in readers:
+            r.finish()
+        return y_hat.float()
+
+    def _code(self, z_shape: Sequence[int], z_symbols: Callable[[Tensor, Tensor], Tensor],
+              y_symbols: SymbolSource) -> Tensor:
+        """The entropy chain of sender and receiver alike: z symbols -> z_hat -> exact h_s ->
+        ChARM slices (exact) -> y_hat (float64). ``z_symbols(indexes, medians)`` and
+        ``y_symbols(i, indexes, mu)`` write or read the symbols; everything else is shared, so the
+        two sides cannot drift apart."""
+        ez = self.entropy_model_z
+        indexes = ez._build_indexes(z_shape)
+        medians = ez._get_medians().detach().reshape(1, -1, 1, 1).expand(z_shape)
+        z_hat = z_symbols(indexes, medians).float() + medians
+        hyper_out = self.hyperdecoder.exact(z_hat)
+        return self.context_model.code(hyper_out, self.entropy_model_y, y_symbols)
 
     @torch.no_grad()
     def decompress(self, strings: Sequence[List[bytes]], shape: Sequence[int], beta_rate=None,
                    beta_vq=None, fusion_w: float = 1.0) -> Dict[str, Tensor]:
-        """-> {"x_hat"} in [-1, 1] (padded size; the caller crops)."""
-        y_hat = self.decompress_latent(strings, shape).to(self.device)
-        x_hat = self._reconstruct(y_hat, beta_rate, beta_vq, fusion_w)["x_hat"]
-        return {"x_hat": x_hat.clamp(-1.0, 1.0)}
+        """-> {"x_hat" in [-1, 1] (padded size; the caller crops), "y_hat" (CPU)}."""
+        y_hat = self.decompress_latent(strings, shape)
+        return {"x_hat": self.reconstruct(y_hat, beta_rate, beta_vq, fusion_w), "y_hat": y_hat}
+
+    @torch.no_grad()
+    def reconstruct(self, y_hat: Tensor, beta_rate=None, beta_vq=None, fusion_w: float = 1.0) -> Tensor:
+        """The receiver's image from a decoded y_hat: x_hat in [-1, 1] (padded size)."""
+        return self._reconstruct(y_hat.to(self.device), beta_rate, beta_vq, fusion_w)["x_hat"].clamp(-1.0, 1.0)
 
 
 # -- building from the reference config ---------------------------------------------------------

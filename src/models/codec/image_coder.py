@@ -1,28 +1,32 @@
 """Images <-> framed bitstreams with a DC-VIC model.
 
-Sender::   image -> pad (reflect, multiple of 64) -> model.compress -> frame (header, strings, CRC)
-Receiver:: frame -> verify (magic, version, CRC, lengths, fingerprint) -> model.decompress (entropy
-           decoding on the CPU; large images in overlapping windows) -> crop -> image
+Sender::   image -> pad (reflect, multiple of 64) -> model.compress -> frame (header, check value,
+           one rANS string; :mod:`src.models.codec.bitstream`)
+Receiver:: frame -> verify (tag, version, fingerprint, image size, betas, string length) ->
+           model.decompress (entropy decoding on the CPU; large images in overlapping windows)
+           -> verify the check value -> crop -> image
 
-The frame is verified completely before any entropy decoding, and then each string's length
-against the symbols it must yield; the strings are decoded by the bounds-checked decoder of
-:mod:`src.models.codec.rans_guard` (compressai's own reads past a forged string). So a damaged or
-forged file raises :class:`CorruptBitstreamError` instead of crashing the process. Declared
+Everything the header declares is checked before any entropy decoding, and the string's length
+against the symbols it must yield; the string is decoded by the bounds-checked decoder of
+:mod:`src.models.codec.rans_guard` (compressai's own reads past a forged string), and the decoded
+y_hat must match the stream's check value. So a damaged or forged file raises
+:class:`CorruptBitstreamError` instead of crashing the process or writing a wrong image. Declared
 image sides above :data:`MAX_DECODE_SIDE` are refused too (``ImageCoder(max_side=...)`` raises it).
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+import dataclasses
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from src.models.codec.bitstream import (MAX_IMAGE_SIDE, CorruptBitstreamError, EntropyDesyncError, StreamHeader,
-                                        model_fingerprint, pack_stream, stream_sizes, unpack_stream)
-from src.models.codec.rans_guard import (check_string_size, cheapest_symbol_bits, guard_entropy_coders,
-                                         min_string_bytes)
+from src.models.codec.bitstream import (BETAS_NONE, BETAS_QUALITY, HEADER_FINGERPRINT_BYTES, MAX_IMAGE_SIDE,
+                                        CorruptBitstreamError, StreamCheckError, StreamHeader, check_prefix,
+                                        expected_z_shape, header_bytes, model_fingerprint, pack_stream,
+                                        stream_check, stream_sizes, unpack_stream)
+from src.models.codec.rans_guard import check_string_size, cheapest_symbol_bits, min_string_bytes
 from src.utils.padding import crop_to, pad_to_multiple
 
 PAD_MULTIPLE = 64
@@ -60,8 +64,7 @@ class ImageCoder:
     (``DCVIC.decode_split``), so the receiver's memory stays bounded.
 
     Args:
-        model: the codec; its entropy models get the bounds-checked rANS decoder
-            (:func:`~src.models.codec.rans_guard.guard_entropy_coders`).
+        model: the codec (DC-VIC: ``compress`` / ``decompress`` of one rANS string per image).
         device: where the networks run (entropy coding is on the CPU).
         max_side: largest image height or width a stream may declare (:data:`MAX_DECODE_SIDE`).
         rebuild_tables: rebuild the entropy coder's tables from the weights (training-time
@@ -80,57 +83,80 @@ class ImageCoder:
         model.eval()
         model.to("cpu")
         model.update(force=rebuild_tables)  # built on the CPU when missing
-        guard_entropy_coders(model.modules())
         self.model = model.to(self.device)
         self.fingerprint = model_fingerprint(model)
-        self.num_strings = 1 + int(getattr(getattr(model, "context_model", None), "num_slices", 1))
         self._symbol_bits = _cheapest_bits(model)
+        self._conditioned = bool(getattr(model, "beta_cond", True))
+        # the selected (beta_rate, beta_vq) pairs as float32: quality indexes point into them
+        pairs = zip(getattr(model, "selected_beta_rate", None) or [], getattr(model, "selected_beta_vq", None) or [])
+        self._pairs = [(as_float32(br), as_float32(bv)) for br, bv in pairs]
 
     # ----------------------------------------------------------------------------- sender
     @torch.inference_mode()
     def encode(self, x: Tensor, beta_rate: Optional[float] = None, beta_vq: Optional[float] = None) -> EncodedImage:
-        """``x``: (1, 3, H, W) in [-1, 1] -> framed stream."""
+        """``x``: (1, 3, H, W) in [-1, 1] -> framed stream. Betas equal (as float32) to one of the
+        model's selected pairs are sent as its quality index, others as two float32 values."""
         if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
             raise ValueError(f"expected one RGB image of shape (1, 3, H, W), got {tuple(x.shape)}")
         H, W = x.shape[2:]
-        br, bv = as_float32(beta_rate), as_float32(beta_vq)
+        if self._conditioned:
+            br, bv = as_float32(beta_rate), as_float32(beta_vq)
+            quality = self._pairs.index((br, bv)) if (br, bv) in self._pairs[:256] else None
+        else:
+            br = bv = quality = None
         xp, _ = pad_to_multiple(x.to(self.device), PAD_MULTIPLE)
         enc = self.model.compress(xp, *self._betas(br, bv, xp.device))
-        header = StreamHeader(height=H, width=W, beta_rate=br, beta_vq=bv, fingerprint=self.fingerprint)
-        data = pack_stream(header, enc["strings"], enc["shape"])
+        header = StreamHeader(height=H, width=W, beta_rate=None if quality is not None else br,
+                              beta_vq=None if quality is not None else bv, quality=quality,
+                              fingerprint=self.fingerprint[:HEADER_FINGERPRINT_BYTES])
+        check = stream_check(header_bytes(header), self.fingerprint, br, bv, enc["y_hat"])
+        data = pack_stream(dataclasses.replace(header, check=check), enc["strings"][0][0])
         sizes = stream_sizes(data)
-        return EncodedImage(data, sizes["header_bit"], sizes["z_bit"], sizes["y_bit"], H * W)
+        # z and y share one string: z's part is the code length of its symbols under the coder's tables
+        z_bit = min(round(enc["ideal_bits"][0]["z"]), sizes["payload_bit"])
+        return EncodedImage(data, sizes["header_bit"], z_bit, sizes["payload_bit"] - z_bit, H * W)
 
     # --------------------------------------------------------------------------- receiver
-    def parse(self, data: bytes):
-        """Verify a stream without decoding it: frame, model, image size, string lengths.
+    def parse(self, data: bytes) -> Tuple[StreamHeader, bytes]:
+        """Verify a stream's frame without decoding it: format, model, image size, betas, the
+        payload's length. -> ``(header, payload)``, the header's betas resolved.
 
         Raises :class:`CorruptBitstreamError` for a stream this coder must not decode, before
         anything sized by the header is allocated.
         """
-        header, strings, z_shape = unpack_stream(data, self.fingerprint)
-        if len(strings) != self.num_strings:
-            raise CorruptBitstreamError(f"stream holds {len(strings)} entropy strings; this model writes "
-                                        f"{self.num_strings}")
+        header, payload = unpack_stream(data, self.fingerprint)
         self._check_size(header)
-        self._check_string_lengths(strings, z_shape)
-        return header, strings, z_shape
+        header = self._resolve_betas(header)
+        self._check_betas(header)
+        self._check_payload(payload, expected_z_shape(header.height, header.width))
+        return header, payload
+
+    @torch.inference_mode()
+    def decode_latent(self, data: bytes) -> Tuple[StreamHeader, Tensor]:
+        """Framed stream -> (header, y_hat on the CPU), the check value verified: the entropy
+        decoding alone, without the image."""
+        header, payload = self.parse(data)
+        z_shape = expected_z_shape(header.height, header.width)
+        try:
+            y_hat = self.model.decompress_latent([[payload]], z_shape)
+        except CorruptBitstreamError as err:
+            raise CorruptBitstreamError(f"entropy decoding failed ({err}): the stream is truncated, damaged or "
+                                        "forged; no image is written") from err
+        check = stream_check(check_prefix(data), self.fingerprint, header.beta_rate, header.beta_vq, y_hat)
+        if check != header.check:
+            raise StreamCheckError(
+                f"the decoded stream fails its check value ({check:08x}, the sender's {header.check:08x}): the "
+                "file was damaged or forged, or this receiver decodes differently from the sender (the exact "
+                "integer entropy parameters rule out other CPU kernels, thread counts and devices; other "
+                "selected beta pairs for a quality index, a modified model or a bug do not); no image is written")
+        return header, y_hat
 
     @torch.inference_mode()
     def decode(self, data: bytes) -> Tuple[Tensor, StreamHeader]:
         """Framed stream -> ((1, 3, H, W) in [-1, 1] on the CPU, header)."""
-        header, strings, z_shape = self.parse(data)
-        self._check_betas(header)
+        header, y_hat = self.decode_latent(data)
         betas = self._betas(header.beta_rate, header.beta_vq, self.device)
-        try:
-            x_hat = self.model.decompress([[s] for s in strings], z_shape, *betas)["x_hat"]
-        except CorruptBitstreamError as err:
-            # the frame passed its CRC and fingerprint checks, so the bytes are as written
-            raise EntropyDesyncError(
-                f"entropy decoding failed on an intact stream of this model ({err}). Either the stream "
-                "was forged with a valid CRC, or this machine computes the entropy parameters differently "
-                "from the sender's (other CPU kernels, thread count or device) and the rANS decoder lost "
-                "step with the encoder; no image is written") from err
+        x_hat = self.model.reconstruct(y_hat, *betas)
         if not torch.isfinite(x_hat).all():
             raise CorruptBitstreamError("decoding produced non-finite pixels")
         return crop_to(x_hat, header.height, header.width).cpu(), header
@@ -142,27 +168,35 @@ class ImageCoder:
                 f"the header declares a {header.height}x{header.width} image; this decoder accepts sides up "
                 f"to {self.max_side} px (raise it with ImageCoder(max_side=...) or decompress.py --max_side)")
 
-    def _check_string_lengths(self, strings, z_shape: Tuple[int, int]) -> None:
-        """Each string must be long enough to code the symbols the header implies (see rans_guard)."""
-        for i, s in enumerate(strings):
-            what = "string 0 (z)" if i == 0 else f"string {i} (y slice {i - 1})"
-            check_string_size(s, what)
-            if self._symbol_bits is None:
-                continue
-            n, bits = self._symbol_budget(i, z_shape)
-            need = min_string_bytes(bits, n)
-            if len(s) < need:
-                raise CorruptBitstreamError(f"{what} holds {len(s)} bytes; its {n} symbols need at least {need} "
-                                            f"(stream truncated or forged)")
+    def _resolve_betas(self, header: StreamHeader) -> StreamHeader:
+        """The betas the decoder conditions on: a quality index looked up in the model's pairs."""
+        if not self._conditioned:
+            if header.beta_mode != BETAS_NONE:
+                raise CorruptBitstreamError("the stream carries betas; this model is not beta-conditioned")
+            return header
+        if header.beta_mode == BETAS_NONE:
+            raise CorruptBitstreamError("the stream carries no betas; this model is beta-conditioned")
+        if header.beta_mode == BETAS_QUALITY:
+            if header.quality >= len(self._pairs):
+                raise CorruptBitstreamError(
+                    f"the stream names quality index {header.quality}; this model has {len(self._pairs)} selected "
+                    "beta pairs (load it with the config that defines model.selected_beta_rate / selected_beta_vq)")
+            br, bv = self._pairs[header.quality]
+            return dataclasses.replace(header, beta_rate=br, beta_vq=bv)
+        return header
 
-    def _symbol_budget(self, i: int, z_shape: Tuple[int, int]) -> Tuple[int, float]:
-        """(number of symbols of string ``i``, the fewest bits they can cost) for a z of ``z_shape``."""
-        z_bits, y_bits, slice_ch = self._symbol_bits
+    def _check_payload(self, payload: bytes, z_shape: Tuple[int, int]) -> None:
+        """The string must be long enough to code the symbols the header implies (see rans_guard)."""
+        check_string_size(payload, "the stream's rANS string")
+        if self._symbol_bits is None:
+            return
+        z_bits, y_bits, channels = self._symbol_bits
         zh, zw = z_shape
-        if i == 0:
-            return len(z_bits) * zh * zw, zh * zw * sum(z_bits)
-        n = slice_ch * (Y_PER_Z * zh) * (Y_PER_Z * zw)
-        return n, n * y_bits
+        n_z, n_y = len(z_bits) * zh * zw, channels * (Y_PER_Z * zh) * (Y_PER_Z * zw)
+        need = min_string_bytes(zh * zw * sum(z_bits) + n_y * y_bits, n_z + n_y)
+        if len(payload) < need:
+            raise CorruptBitstreamError(f"the stream's rANS string holds {len(payload)} bytes; its {n_z + n_y} "
+                                        f"symbols need at least {need} (stream truncated or forged)")
 
     def _check_betas(self, header: StreamHeader) -> None:
         """Betas outside the range the model was trained on (or NaN) mean a damaged or forged stream."""
@@ -183,15 +217,15 @@ class ImageCoder:
 
 
 def _cheapest_bits(model: torch.nn.Module) -> Optional[Tuple[List[float], float, int]]:
-    """(cheapest bits per z channel, cheapest bits of any y symbol, channels per y slice), from the
+    """(cheapest bits per z channel, cheapest bits of any y symbol, channels of y), from the
     model's CDF tables; None for a model without DC-VIC's z / ChARM-sliced y layout."""
     ez, ey = getattr(model, "entropy_model_z", None), getattr(model, "entropy_model_y", None)
-    slice_ch = getattr(getattr(model, "context_model", None), "slice_ch", None)
-    if ez is None or ey is None or slice_ch is None:
+    cm = getattr(model, "context_model", None)
+    if ez is None or ey is None or cm is None:
         return None
     z_bits = cheapest_symbol_bits(ez._quantized_cdf.tolist(), ez._cdf_length.tolist())
     y_bits = cheapest_symbol_bits(ey._quantized_cdf.tolist(), ey._cdf_length.tolist())
-    return z_bits, min(y_bits), int(slice_ch)
+    return z_bits, min(y_bits), int(cm.slice_ch * cm.num_slices)
 
 
 def estimated_bits(model: torch.nn.Module, x: Tensor, beta_rate, beta_vq) -> Dict[str, float]:
@@ -209,55 +243,10 @@ def estimated_bits(model: torch.nn.Module, x: Tensor, beta_rate, beta_vq) -> Dic
     return {"pred_z_bit": bits["z"], "pred_y_bit": bits["y"], "pred_bit": bits["z"] + bits["y"]}
 
 
-# ---------------------------------------------------------------------------------- accounting
-RANS_PRECISION = 16   # compressai's rANS: CDFs in 16-bit fixed point,
-BYPASS_PRECISION = 4  # out-of-range values escape-coded in 4-bit chunks
-
-
-@contextmanager
-def _recording(entropy_models):
-    """Record every ``encode_with_indexes`` call (symbols, indexes, CDF tables) of the models' coders."""
-    records, saved = [], []
-    for m in entropy_models:
-        coder = m.entropy_coder
-        original = coder.encode_with_indexes
-
-        def record(*args, _original=original, _name=m):
-            records.append((_name, args))
-            return _original(*args)
-
-        coder.encode_with_indexes = record
-        saved.append((coder, original))
-    try:
-        yield records
-    finally:
-        for coder, original in saved:
-            coder.encode_with_indexes = original
-
-
-def _ideal_bits(symbols, indexes, cdfs, lengths, offsets) -> float:
-    """Code length (bits) of these symbols under the coder's own quantised CDFs, escapes included."""
-    s, i = torch.tensor(symbols, dtype=torch.long), torch.tensor(indexes, dtype=torch.long)
-    cdf = torch.tensor(cdfs, dtype=torch.long)
-    length, offset = torch.tensor(lengths, dtype=torch.long), torch.tensor(offsets, dtype=torch.long)
-    v = s - offset[i]
-    top = length[i] - 2
-    low, high = v < 0, v >= top
-    raw = torch.where(low, -2 * v - 1, torch.where(high, 2 * (v - top), torch.zeros_like(v)))
-    v = torch.where(low | high, top, v)
-    p = (cdf[i, v + 1] - cdf[i, v]).double() / 2 ** RANS_PRECISION
-    bits = float(-torch.log2(p).sum())
-    escaped = raw[low | high]
-    if escaped.numel():
-        chunks = torch.ceil(torch.log2(escaped.double() + 1) / BYPASS_PRECISION)
-        bits += float((BYPASS_PRECISION * (chunks // 15 + 1 + chunks)).sum())
-    return bits
-
-
 def ideal_bits(model: torch.nn.Module, x: Tensor, beta_rate, beta_vq) -> Dict[str, float]:
     """The entropy of the exact symbols the coder writes, under the exact tables it uses.
 
-    Real stream bits minus this is the rANS coder's own overhead (finite state, flushes);
+    Real stream bits minus this is the rANS coder's own overhead (finite state, flush);
     this minus the model's continuous estimate (:func:`estimated_bits`) is the cost of
     compressai's scale-table quantisation.
     """
@@ -265,9 +254,6 @@ def ideal_bits(model: torch.nn.Module, x: Tensor, beta_rate, beta_vq) -> Dict[st
     device = next(model.parameters()).device
     br, bv = ((None, None) if not getattr(model, "beta_cond", True) else
               (torch.tensor([as_float32(beta_rate)], device=device), torch.tensor([as_float32(beta_vq)], device=device)))
-    with _recording([model.entropy_model_z, model.entropy_model_y]) as records, torch.inference_mode():
-        model.compress(xp.to(device), br, bv)
-    bits = {"ideal_z_bit": 0.0, "ideal_y_bit": 0.0}
-    for module, args in records:
-        bits["ideal_z_bit" if module is model.entropy_model_z else "ideal_y_bit"] += _ideal_bits(*args)
-    return bits
+    with torch.inference_mode():
+        bits = model.compress(xp.to(device), br, bv)["ideal_bits"][0]
+    return {"ideal_z_bit": bits["z"], "ideal_y_bit": bits["y"]}

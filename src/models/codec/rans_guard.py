@@ -104,41 +104,67 @@ def decode_with_indexes(encoded: bytes, indexes: Sequence[int], cdfs: Sequence[S
     value has, and when the string does not end where a real one ends (words left over, or a
     final state other than the encoder's initial one).
     """
-    encoded = bytes(encoded)
-    check_string_size(encoded)
-    words = _words(encoded)
-    n_words = len(words)
-    escape = [int(n) - 2 for n in cdf_lengths]
-    x, p = words[0] | words[1] << 32, 2
-    out = [0] * len(indexes)
-    for i, t in enumerate(indexes):
-        cdf = cdfs[t]
-        cum = x & 0xFFFF
-        s = bisect_right(cdf, cum, 0, escape[t] + 2) - 1   # the first CDF entry above cum, minus one
-        start = cdf[s]
-        x = (cdf[s + 1] - start) * (x >> PRECISION) + cum - start
-        if x < RANS_L:
-            if p == n_words:
-                raise _overrun(i, len(indexes), n_words)
-            x, p = x << 32 | words[p], p + 1
-        if s == escape[t]:
-            x, p, s = _bypass(x, p, words, escape[t], i, len(indexes))
-        out[i] = _int32(s + offsets[t])
-    if p != n_words or x != RANS_L:
-        raise CorruptBitstreamError(
-            f"rANS string does not end like a coded one: {n_words - p} of its {n_words} words left "
-            f"over, final state {x:#x} (a real string ends with none, in state {RANS_L:#x})")
+    stream = CheckedRansStream(encoded)
+    out = stream.decode(indexes, cdfs, cdf_lengths, offsets)
+    stream.finish()
     return out
 
 
-def _bypass(x: int, p: int, words: tuple, max_value: int, i: int, n: int):
+class CheckedRansStream:
+    """Decodes consecutive groups of symbols from one string, as compressai's ``RansDecoder``
+    does with ``set_stream`` / ``decode_stream`` after a ``BufferedRansEncoder`` wrote the groups
+    in the same order, but never past the string's end. Call :meth:`finish` after the last group:
+    it raises unless the string ended exactly there, like a coded one.
+    """
+
+    def __init__(self, encoded: bytes):
+        encoded = bytes(encoded)
+        check_string_size(encoded)
+        self._words = _words(encoded)
+        self._x, self._p = self._words[0] | self._words[1] << 32, 2
+        self.symbols = 0            # decoded so far, for error messages
+
+    def decode(self, indexes: Sequence[int], cdfs: Sequence[Sequence[int]], cdf_lengths: Sequence[int],
+               offsets: Sequence[int]) -> List[int]:
+        """The next ``len(indexes)`` symbols, each with the CDF table its index names."""
+        words, n_words = self._words, len(self._words)
+        x, p = self._x, self._p
+        escape = [int(n) - 2 for n in cdf_lengths]
+        out = [0] * len(indexes)
+        first = self.symbols
+        for i, t in enumerate(indexes):
+            cdf = cdfs[t]
+            cum = x & 0xFFFF
+            s = bisect_right(cdf, cum, 0, escape[t] + 2) - 1   # the first CDF entry above cum, minus one
+            start = cdf[s]
+            x = (cdf[s + 1] - start) * (x >> PRECISION) + cum - start
+            if x < RANS_L:
+                if p == n_words:
+                    raise _overrun(first + i, n_words)
+                x, p = x << 32 | words[p], p + 1
+            if s == escape[t]:
+                x, p, s = _bypass(x, p, words, escape[t], first + i)
+            out[i] = _int32(s + offsets[t])
+        self._x, self._p = x, p
+        self.symbols += len(indexes)
+        return out
+
+    def finish(self) -> None:
+        n_words = len(self._words)
+        if self._p != n_words or self._x != RANS_L:
+            raise CorruptBitstreamError(
+                f"rANS string does not end like a coded one: {n_words - self._p} of its {n_words} words left "
+                f"over, final state {self._x:#x} (a real string ends with none, in state {RANS_L:#x})")
+
+
+def _bypass(x: int, p: int, words: tuple, max_value: int, i: int):
     """The escape of one symbol: a nibble count (runs of 15 continue it), then the raw nibbles."""
     def nibble():
         nonlocal x, p
         val, x = x & 0xF, x >> BYPASS_BITS
         if x < RANS_L:
             if p == len(words):
-                raise _overrun(i, n, len(words))
+                raise _overrun(i, len(words))
             x, p = x << 32 | words[p], p + 1
         return val
 
@@ -159,8 +185,8 @@ def _bypass(x: int, p: int, words: tuple, max_value: int, i: int, n: int):
     return x, p, value
 
 
-def _overrun(i: int, n: int, n_words: int) -> CorruptBitstreamError:
-    return CorruptBitstreamError(f"rANS string of {n_words * WORD_BYTES} bytes ends at symbol {i} of {n} "
+def _overrun(i: int, n_words: int) -> CorruptBitstreamError:
+    return CorruptBitstreamError(f"rANS string of {n_words * WORD_BYTES} bytes ends at symbol {i} "
                                  f"(the decoder would read past it)")
 
 

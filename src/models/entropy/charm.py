@@ -14,18 +14,25 @@ hyper-decoder output and the first ``min(i, max_support_slices)`` decoded slices
             y_hat_i = Q(y_i; mu_i, sigma_i)                 (GaussianConditional)
             y_hat_i = y_hat_i + 0.5 * tanh(lrp_i([hyper_mean ; support ; y_hat_i]))
 
-The same two helpers (``_params``, ``_lrp``) serve forward, compress and decompress, so that the
-decoder sees bit-identical means and scales. ``hidden_chs`` exists for narrow test models only.
+The same two helpers (``_params``, ``_lrp``) serve ``forward`` and ``code``. Coding (``code``,
+one pass for compress and decompress) runs them in exact integer arithmetic (:mod:`src.models.entropy.exact`),
+so that the decoder computes the encoder's means, scales and supports bit for bit on any machine;
+``forward`` (training, rate estimates) stays in float32 and agrees to float noise.
+``hidden_chs`` exists for narrow test models only.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from compressai.entropy_models import GaussianConditional
 from torch import Tensor, nn
 
+from src.models.entropy.exact import exact_tanh, on_grid, run_exact
 from src.utils.registry import SUBNETS
+
+#: (slice index, CDF indexes, means) -> integer symbols of that slice
+SymbolSource = Callable[[int, Tensor, Tensor], Tensor]
 
 
 class SliceTransform(nn.Module):
@@ -72,19 +79,24 @@ class Minnen20CharmContextModel(nn.Module):
     def _support(self, decoded: List) -> List:
         return decoded if self.max_support_slices < 0 else decoded[: self.max_support_slices]
 
-    def _params(self, i: int, hyper_out: Tensor,
-                decoded: List[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
-        """-> (mean_support, mu_i, sigma_i) for slice i."""
+    def _params(self, i: int, hyper_out: Tensor, decoded: List[Tensor],
+                exact: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
+        """-> (mean_support, mu_i, sigma_i) for slice i (``exact``: on the exact grid, float64)."""
         hyper_mean, hyper_scale = hyper_out.chunk(2, dim=1)
         support = self._support(decoded)
         mean_support = torch.cat([hyper_mean] + support, dim=1)
         scale_support = torch.cat([hyper_scale] + support, dim=1)
-        return (mean_support, self.mean_slice_transforms[i](mean_support),
-                self.scale_slice_transforms[i](scale_support))
+        mean_net, scale_net = self.mean_slice_transforms[i], self.scale_slice_transforms[i]
+        if exact:
+            return (mean_support, run_exact(mean_net.model, mean_support),
+                    run_exact(scale_net.model, scale_support))
+        return mean_support, mean_net(mean_support), scale_net(scale_support)
 
-    def _lrp(self, i: int, mean_support: Tensor, y_hat_i: Tensor) -> Tensor:
-        r = self.lrp_slice_transforms[i](torch.cat([mean_support, y_hat_i], dim=1))
-        return y_hat_i + 0.5 * torch.tanh(r)
+    def _lrp(self, i: int, mean_support: Tensor, y_hat_i: Tensor, exact: bool = False) -> Tensor:
+        net, x = self.lrp_slice_transforms[i], torch.cat([mean_support, y_hat_i], dim=1)
+        if exact:  # y_hat_i = symbols + mu lies on the grid, and so does the sum
+            return y_hat_i + on_grid(0.5 * exact_tanh(run_exact(net.model, x)))
+        return y_hat_i + 0.5 * torch.tanh(net(x))
 
     def forward(self, y: Tensor, hyper_out: Tensor, entropy_model_y: nn.Module,
                 training: Optional[bool] = None, calc_q_likelihood: bool = False
@@ -104,27 +116,17 @@ class Minnen20CharmContextModel(nn.Module):
         return torch.cat(decoded, dim=1), torch.cat(liks, dim=1), q
 
     @torch.no_grad()
-    def compress(self, y: Tensor, hyper_out: Tensor, entropy_model_y: GaussianConditional
-                 ) -> Tuple[List[List[bytes]], Tensor]:
-        """-> (one list of per-sample strings per slice, y_hat)."""
-        decoded, strings = [], []
-        for i, y_i in enumerate(y.chunk(self.num_slices, dim=1)):
-            mean_support, mu, sigma = self._params(i, hyper_out, decoded)
-            indexes = entropy_model_y.build_indexes(sigma)
-            strings.append(entropy_model_y.compress(y_i, indexes, means=mu))
-            y_hat_i = entropy_model_y.quantize(y_i, "dequantize", means=mu)
-            decoded.append(self._lrp(i, mean_support, y_hat_i))
-        return strings, torch.cat(decoded, dim=1)
+    def code(self, hyper_out: Tensor, entropy_model_y: GaussianConditional, symbols_of: SymbolSource) -> Tensor:
+        """The coding pass, one for sender and receiver: for each slice, the exact means and scale
+        indexes, then ``symbols_of(i, indexes, mu)`` (the sender rounds ``y_i - mu`` and writes the
+        symbols, the receiver reads them), then ``y_hat_i = symbols + mu`` and the LRP.
 
-    @torch.no_grad()
-    def decompress(self, strings: Sequence[Sequence[bytes]], hyper_out: Tensor,
-                   entropy_model_y: GaussianConditional) -> Tensor:
-        if len(strings) != self.num_slices:
-            raise ValueError(f"expected {self.num_slices} slice strings, got {len(strings)}")
+        ``hyper_out`` comes from the exact h_s (``Minnen20HyperDecoder.exact``). Returns y_hat in
+        float64; it is the same bits on both sides, on any machine."""
         decoded = []
         for i in range(self.num_slices):
-            mean_support, mu, sigma = self._params(i, hyper_out, decoded)
+            mean_support, mu, sigma = self._params(i, hyper_out, decoded, exact=True)
             indexes = entropy_model_y.build_indexes(sigma)
-            y_hat_i = entropy_model_y.decompress(list(strings[i]), indexes, mu.dtype, means=mu)
-            decoded.append(self._lrp(i, mean_support, y_hat_i))
+            symbols = symbols_of(i, indexes, mu)
+            decoded.append(self._lrp(i, mean_support, symbols.double() + mu, exact=True))
         return torch.cat(decoded, dim=1)

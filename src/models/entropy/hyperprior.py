@@ -17,6 +17,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from src.models.entropy.exact import run_exact
 from src.utils.registry import SUBNETS
 
 
@@ -52,6 +53,9 @@ class HyperDecoderBlock(nn.Module):
         x = self.activation(self.conv2(x))
         return self.conv3(x)
 
+    def layers(self):
+        return self.conv1, self.activation, self.conv2, self.activation, self.conv3
+
 
 @SUBNETS.register()
 class Minnen20HyperDecoder(nn.Module):
@@ -65,3 +69,8 @@ class Minnen20HyperDecoder(nn.Module):
 
     def forward(self, z_hat: Tensor) -> Tensor:
         return torch.cat([self.hd_mu(z_hat), self.hd_std(z_hat)], dim=1)
+
+    def exact(self, z_hat: Tensor) -> Tensor:
+        """``forward`` in exact integer arithmetic (float64 values on the grid of
+        :mod:`src.models.entropy.exact`): the same bits on every machine, for coding."""
+        return torch.cat([run_exact(self.hd_mu.layers(), z_hat), run_exact(self.hd_std.layers(), z_hat)], dim=1)
