@@ -524,8 +524,7 @@ def our_coded(model, images, pairs: Sequence[Tuple[float, float]]):
         for i in range(images.shape[0]):
             enc = coder.encode(images[i:i + 1], br, bv)
             x_hat, _ = coder.decode(enc.data)
-            _, strings, z_shape = coder.parse(enc.data)
-            y_hat = model.decompress_latent([[s] for s in strings], z_shape)
+            y_hat = coder.decode_latent(enc.data)[1]
             out[f"{br},{bv}/{i}"] = {"bits": 8 * len(enc.data), "x_hat": x_hat.float(), "y_hat": y_hat.float()}
     return out
 
