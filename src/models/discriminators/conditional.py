@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from src.models.layers.conditioning import FourierEncoding, as_beta_tensor, beta_mlp, dual_beta_condition
 from src.utils.registry import SUBNETS
