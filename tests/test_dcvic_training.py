@@ -9,6 +9,7 @@ from src.utils.checkpoint import checkpoint_path, model_state_from_file
 from src.utils.config import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOY_PRIOR = os.path.join(ROOT, "checkpoint", "quickstart_vqgan_prior.pth")   # shipped (dcvic_tiny.yaml)
 
 
 def cfg_for(step, tmp_path, sample_dir, *extra):
@@ -34,6 +35,9 @@ def test_chain_through_load_checkpoint_and_step13_freezes_rates(tmp_path, sample
     t12 = build_trainer(cfg_for("stage1_2", tmp_path, sample_dir, "load_checkpoint.exp=s11", "load_checkpoint.iter=2"),
                         exp_name="s12", device="cpu")
     s11 = model_state_from_file(checkpoint_path(tmp_path, "s11", 2))
+    # the toy step 1-2 trains at its own learning rate after loading step 1-1 (the published
+    # load_checkpoint.new_g_lr 1e-4 it inherits once overrode it: 300 steps at 1e-4 learned nothing)
+    assert t12.optimizers["g"].param_groups[0]["lr"] == pytest.approx(float(t12.cfg.optim.g_optimizer.lr))
     loaded = state(t12.model)
     assert same(loaded, s11, ("hyperencoder.", "context_model.", "vq_estimator."))
     t12.train()
@@ -89,7 +93,7 @@ def test_step12_learns_rate_control(trained_toy_codec, sample_dir):
     losses = trained_toy_codec["losses"]
     assert sum(losses[-20:]) < sum(losses[:20])
     model, _ = load_codec(os.path.join(ROOT, "config", "quickstart", "stage1_2.yaml"), trained_toy_codec["path"],
-                          "cpu", ["subnet.vq_model.ckpt_path=null"])
+                          "cpu", [f"subnet.vq_model.ckpt_path={TOY_PRIOR}"])
     ds = ImageDataset(str(sample_dir), image_size=64)          # crops like the training ones
     x = torch.stack([ds[(i % len(ds), 1000 + i)]["image"] for i in range(16)])
     with torch.no_grad():
@@ -111,7 +115,7 @@ def held_out_probe(trained_toy_codec, tmp_path_factory):
     folder = tmp_path_factory.mktemp("held_out")
     export_sample_photos(folder, HELD_OUT_PHOTOS)
     model, _ = load_codec(os.path.join(ROOT, "config", "quickstart", "stage1_2.yaml"), trained_toy_codec["path"],
-                          "cpu", ["subnet.vq_model.ckpt_path=null"])
+                          "cpu", [f"subnet.vq_model.ckpt_path={TOY_PRIOR}"])
     ds = ImageDataset(str(folder), image_size=64, seed=1)
     x = torch.stack([ds[(i % len(ds), 1000 + i)]["image"] for i in range(16)])
     return {vq: probe(model.eval(), x, [0.0, 0.75, 1.5, 2.25, 3.0], vq) for vq in (0.0, 1.75, 3.5)}
