@@ -121,17 +121,22 @@ def held_out_probe(trained_toy_codec, tmp_path_factory):
     return {vq: probe(model.eval(), x, [0.0, 0.75, 1.5, 2.25, 3.0], vq) for vq in (0.0, 1.75, 3.5)}
 
 
-# The two properties the paper claims, as issue 13 asks them of the toy run. They do not hold yet:
-# measured on held-out crops, bpp(beta_rate 3) / bpp(0) is 0.87-1.04 and the VQ accuracy is flat in
-# beta_vq (README, "What the toy run does not show yet"). strict: a pass is reported, so the marker
-# goes when the toy recipe learns them.
-OPEN = "issue 13: the toy step 1-2 does not learn the beta trade-off within its CPU budget yet"
+# The paper's two properties, as issue 13 asks them of the toy recipe (steps 1-1 and 1-2 of
+# config/quickstart/, the shipped prior), on 16 crops of photos the model did not train on.
+# Measured on one machine (seeded, one thread): bpp 0.1013, 0.1005, 0.0908, 0.0813, 0.0735 at
+# beta_rate 0 .. 3 (falling, ratio 0.725), VQ accuracy 0.104 / 0.102 / 0.101 at beta_vq 0 / 1.75 / 3.5.
+# What does not hold yet is marked strict: a pass is reported, so the marker goes when it holds.
+OPEN = "issue 13: the toy recipe's rate span and beta_vq effect are still too small in its CPU budget"
+
+
+def test_step12_rate_falls_strictly_with_beta_rate_on_held_out_photos(held_out_probe):
+    bpps = [r["bpp"] for r in held_out_probe[1.75]]
+    assert all(a > b for a, b in zip(bpps, bpps[1:])), bpps          # strictly falling at 5 values
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=OPEN)
-def test_step12_rate_falls_with_beta_rate_on_held_out_photos(held_out_probe):
+def test_step12_rate_span_on_held_out_photos(held_out_probe):
     bpps = [r["bpp"] for r in held_out_probe[1.75]]
-    assert all(a > b for a, b in zip(bpps, bpps[1:])), bpps          # strictly falling at 5 values
     assert bpps[-1] <= 0.7 * bpps[0], bpps
 
 

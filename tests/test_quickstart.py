@@ -3,14 +3,15 @@ import math
 
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 import scripts.quickstart as qs
 from src.models.vq.vqgan import VQGAN, build_pretrained_vq_model
+from src.utils.config import load_config
 
-TINY = yaml.safe_load((qs.ROOT / "config" / "_base_" / "model" / "dcvic_tiny.yaml").read_text())
-VQ = {k: v for k, v in TINY["subnet"]["vq_model"].items() if k != "ckpt_path"}
+# the VQGAN section of the quickstart's DC-VIC configs (dcvic_tiny.yaml over the published model)
+VQ = {k: v for k, v in load_config(qs.ROOT / "config" / "quickstart" / "stage1_2.yaml").subnet.vq_model.to_dict().items()
+      if k != "ckpt_path"}
 
 
 def test_shipped_prior_is_small_and_reconstructs_the_photos(sample_dir):
@@ -32,7 +33,7 @@ def test_shipped_prior_is_small_and_reconstructs_the_photos(sample_dir):
 
 def test_export_prior_keeps_only_float16_weights(tmp_path):
     torch.manual_seed(0)
-    vq = VQGAN(**{k: v for k, v in VQ.items()})
+    vq = VQGAN(**VQ)
     ckpt = tmp_path / "train.pth.tar"
     torch.save({"comp_model": vq.state_dict(), "iter": 5}, ckpt)
     out = tmp_path / "prior.pth"
