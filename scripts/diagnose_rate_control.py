@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     # "+load_checkpoint": set it whether or not the config has one (a step-1-1 config has none)
     start_from = ["+load_checkpoint=null"]
     if args.warmup_steps:
-        start_from = ["+load_checkpoint={exp: warmup, iter: %d, strict: false}" % args.warmup_steps]
+        start_from = [f"+load_checkpoint={{exp: warmup, iter: {args.warmup_steps}, strict: false}}"]
     opts = [*common, *start_from, f"total_iter={args.steps}", f"save_step={args.steps}", *args.opt]
     cfg = load_config(args.config, opts)
     vq_path = cfg.subnet.vq_model.get("ckpt_path")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -42,8 +41,6 @@ SAMPLE_PHOTO_NAMES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistoch
 def export_prior(train_ckpt: Path, out: Path) -> None:
     """The VQGAN weights of a training checkpoint as a float16 state dict ``{"state_dict": ...}``
     (what ``subnet.vq_model.ckpt_path`` loads; no optimizer, no config)."""
-    import torch
-
     from src.models.vq.vqgan import vq_state_dict
     from src.utils.checkpoint import atomic_torch_save, load_file
 
@@ -107,7 +104,6 @@ class Pipeline:
 
     # ------------------------------------------------------------------ stages
     def stages(self):
-        py = sys.executable
         prior = [("VQGAN prior (retrained, tiny f8, 256 codes)", self.train_prior)] if self.retrain_prior else []
         return prior + [
             ("step 1-1 (rate-distortion warm-up)", lambda: self.run(self.train("config/quickstart/stage1_1.yaml"))),
@@ -128,7 +124,8 @@ class Pipeline:
         with open(log, "a") as f:
             f.write("$ " + " ".join(map(str, cmd)) + "\n")
             f.flush()
-            res = subprocess.run([str(c) for c in cmd], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=self.env)
+            res = subprocess.run([str(c) for c in cmd], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=self.env,
+                                 check=False)
         if res.returncode != 0:
             tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
             raise SystemExit(f"stage failed (exit {res.returncode}); log: {log}\n{tail}")

@@ -46,6 +46,13 @@ def test_export_prior_keeps_only_float16_weights(tmp_path):
     assert torch.equal(loaded.state_dict()[w], vq.state_dict()[w].half().float())
 
 
+def test_photo_names_match_the_dataset_module():
+    from src.data.datasets import SAMPLE_PHOTOS
+
+    assert qs.SAMPLE_PHOTO_NAMES == SAMPLE_PHOTOS
+    assert set(qs.EVAL_PHOTOS) <= set(SAMPLE_PHOTOS) and qs.STRIP_PHOTO in qs.EVAL_PHOTOS
+
+
 def test_targets_spread_over_the_range_on_a_log_scale():
     t = qs.spread_targets(0.1, 0.4)
     assert 0.1 < t[0] < t[1] < t[2] < 0.4
