@@ -150,7 +150,8 @@ for _ in range(1000):
     for _ in range(rng.randint(1, 4)):
         pos = rng.randrange(len(b) * 8)
         b[pos // 8] ^= 1 << (pos % 8)
-    cases.append(bytes(b))
+    if bytes(b) != data:                     # two flips of one bit give the stream back
+        cases.append(bytes(b))
 for case in cases:
     try:
         coder.decode(case)
@@ -166,7 +167,8 @@ def test_damaged_real_streams_are_rejected_in_a_subprocess(compressed, model_fil
     code = FUZZ.format(root=ROOT, config=CONFIG, model=str(model_file), opts=OPTS, stream=str(stream))
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
-    assert f"rejected {stream.stat().st_size + 1 + 1000}" in res.stdout
+    rejected = int(res.stdout.split("rejected ")[1])
+    assert stream.stat().st_size + 1 + 990 <= rejected <= stream.stat().st_size + 1 + 1000
 
 
 def test_large_images_take_vq_indices_from_windows(model_file):
