@@ -1,11 +1,13 @@
 """The whole DC-VIC pipeline at toy scale, on the photos bundled with scikit-image.
 
-    python scripts/quickstart.py -d cpu            # toy scale; measured 82 min on a busy 2-core machine (README)
+    python scripts/quickstart.py -d cpu            # toy scale, minutes on a CPU (README: measured times)
+    python scripts/quickstart.py -d cpu --retrain_prior   # also retrain the toy VQGAN prior first
     python scripts/quickstart.py --scale full      # print the full-size commands for a GPU cluster
 
-Stages: tiny f8 VQGAN prior -> steps 1-1, 1-2, 1-3 -> validation crop set -> rate search ->
-beta selection -> stage-3 fine-tuning -> compress every photo to real files at each selected
-rate, decode them as a receiver would, metrics -> RD plot and summary table.
+Stages: steps 1-1, 1-2, 1-3 on the shipped toy f8 VQGAN prior (checkpoint/quickstart_vqgan_prior.pth;
+``--retrain_prior`` trains it again first) -> validation crop set -> rate search -> beta selection
+-> stage-3 fine-tuning -> compress the evaluation photos to real files at each selected rate,
+decode them as a receiver would, metrics -> RD plot, image strip and summary table.
 Every stage runs the same command-line tool a user would run (printed in the log), writes its
 output under ``--work_dir`` and is skipped when it already finished, so re-running resumes.
 Offline, FID in beta selection uses random features (its numbers mean nothing) and LPIPS is off.
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import os
 import subprocess
 import sys
 import time
@@ -23,24 +25,69 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PRIOR_ITERS = 150
-STEP_ITERS = {"stage1_1": 60, "stage1_2": 300, "stage1_3": 60, "stage3": 60}   # as in config/quickstart/
+PRIOR_CONFIG = "config/tokenizer/quickstart/quickstart_vqgan_prior.yaml"
+SHIPPED_PRIOR = ROOT / "checkpoint" / "quickstart_vqgan_prior.pth"
 BETA_VQ = [1.0, 2.0, 3.0]
+TARGET_FRACTIONS = (0.15, 0.5, 0.85)     # where the targets lie in the measured rate range (log scale)
 EVAL_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "motorcycle_left")
+EVAL_MAX_SIDE = 512                      # evaluation photos: long side at most this (the training scale)
+VAL_TILES = 2                            # each photo gives VAL_TILES x VAL_TILES validation images
+VAL_CROP = 64                            # validation crops: the training crop size
+STRIP_PHOTO = "astronaut"
+SAMPLE_PHOTO_NAMES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field",
+                      "motorcycle_left", "retina")  # src.data.datasets.SAMPLE_PHOTOS (that module imports numpy)
+
+
+def export_prior(train_ckpt: Path, out: Path) -> None:
+    """The VQGAN weights of a training checkpoint as a float16 state dict ``{"state_dict": ...}``
+    (what ``subnet.vq_model.ckpt_path`` loads; no optimizer, no config)."""
+    from src.models.vq.vqgan import vq_state_dict
+    from src.utils.checkpoint import atomic_torch_save, load_file
+
+    sd = vq_state_dict(load_file(train_ckpt))
+    atomic_torch_save({"state_dict": {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}}, out)
+
+
+def spread_targets(low: float, high: float, fractions=TARGET_FRACTIONS) -> list:
+    """Target bitrates at ``fractions`` of the way from ``low`` to ``high`` bpp on a log scale."""
+    if not 0 < low < high:
+        raise SystemExit(f"the toy model's rate does not fall from beta_rate 0 to 3 ({high:.4f} -> {low:.4f} bpp): "
+                         "no range to search in; see README, 'Quickstart'")
+    return [round(low * (high / low) ** f, 4) for f in fractions]
+
+
+def downscaled(src: Path, dst: Path, max_side: int) -> None:
+    """``src`` resized (Lanczos) so that its long side is at most ``max_side``, saved as PNG."""
+    from PIL import Image
+
+    img = Image.open(src).convert("RGB")
+    scale = max_side / max(img.size)
+    if scale < 1:
+        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.LANCZOS)
+    img.save(dst)
 
 
 class Pipeline:
-    def __init__(self, work: Path, device: str):
-        self.work, self.device = work, device
+    def __init__(self, work: Path, device: str, retrain_prior: bool = False):
+        self.work, self.device, self.retrain_prior = work, device, retrain_prior
         self.ckpt = work / "checkpoint"
         self.photos = ROOT / "datasets" / "sample_photos"
         self.eval_photos = work / "eval_photos"
-        self.prior = self.ckpt / "quickstart_vqgan_prior" / "model" / f"comp_model_iter{PRIOR_ITERS}.pth.tar"
-        self.valset = work / "valset" / "vq_f8_n256" / "crop_128_8_seed_0"
+        self.prior = work / "quickstart_vqgan_prior.pth" if retrain_prior else SHIPPED_PRIOR
+        self.valset = work / "valset" / "vq_f8_n256" / f"crop_{VAL_CROP}_{self.num_val}_seed_0"
         self.logs = work / "logs"
+        # one intra-op thread unless the caller chose: the toy convolutions gain little from more, and on
+        # a busy 2-core machine two threads ran step 1-1 at ~20 s/step against ~1.5 s/step with one
+        self.env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+
+    @property
+    def num_val(self) -> int:
+        return len(SAMPLE_PHOTO_NAMES) * VAL_TILES ** 2
 
     def model_of(self, exp: str) -> Path:
-        return self.ckpt / exp / "model" / f"comp_model_iter{STEP_ITERS[exp]}.pth.tar"
+        from src.utils.checkpoint import checkpoint_path
+
+        return checkpoint_path(self.ckpt, exp, total_iter_of(f"config/quickstart/{exp}.yaml"))
 
     def opts(self, *extra: str) -> list:
         return ["--opt", f"ckpt_dir={self.ckpt}", f"subnet.vq_model.ckpt_path={self.prior}", *extra]
@@ -57,12 +104,8 @@ class Pipeline:
 
     # ------------------------------------------------------------------ stages
     def stages(self):
-        py = sys.executable
-        return [
-            ("VQGAN prior (tiny f8, 256 codes)", lambda: self.run([
-                py, "scripts/train.py", "config/tokenizer/quickstart/quickstart_vqgan_prior.yaml", "-d", self.device,
-                "--opt", f"ckpt_dir={self.ckpt}", f"total_iter={PRIOR_ITERS}", f"save_step={PRIOR_ITERS}",
-                f"eval_step={PRIOR_ITERS}"])),
+        prior = [("VQGAN prior (retrained, tiny f8, 256 codes)", self.train_prior)] if self.retrain_prior else []
+        return prior + [
             ("step 1-1 (rate-distortion warm-up)", lambda: self.run(self.train("config/quickstart/stage1_1.yaml"))),
             ("step 1-2 (dual-beta rate-distortion)", lambda: self.run(self.train("config/quickstart/stage1_2.yaml"))),
             ("step 1-3 (dual-beta GAN)", lambda: self.run(self.train("config/quickstart/stage1_3.yaml"))),
@@ -72,9 +115,7 @@ class Pipeline:
             ("stage 3 (selected-beta fine-tuning)", lambda: self.run(self.train(
                 "config/quickstart/stage3.yaml", *self.selected_opts()))),
             ("compress / decompress / metrics", self.evaluate),
-            ("RD plot", lambda: self.run([py, "scripts/plot_rd.py", "--csv", str(self.work / 'eval' / 'rd.csv'),
-                                          "--out", str(self.work / "rd"), "--metrics", "psnr,ms_ssim", "--published", "none",
-                                          "--title", "quickstart (toy model, bundled photos)"])),
+            ("RD plot and image strip", self.plot),
         ]
 
     def run(self, cmd: list) -> None:
@@ -83,49 +124,68 @@ class Pipeline:
         with open(log, "a") as f:
             f.write("$ " + " ".join(map(str, cmd)) + "\n")
             f.flush()
-            res = subprocess.run([str(c) for c in cmd], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+            res = subprocess.run([str(c) for c in cmd], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=self.env,
+                                 check=False)
         if res.returncode != 0:
             tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
             raise SystemExit(f"stage failed (exit {res.returncode}); log: {log}\n{tail}")
 
+    def train_prior(self) -> None:
+        from src.utils.checkpoint import checkpoint_path
+
+        self.run([sys.executable, "scripts/train.py", PRIOR_CONFIG, "-d", self.device, "--opt", f"ckpt_dir={self.ckpt}"])
+        export_prior(checkpoint_path(self.ckpt, "quickstart_vqgan_prior", total_iter_of(PRIOR_CONFIG)), self.prior)
+
     def build_valset(self) -> None:
-        fake_root = self.work / "photos_as_openimage"
-        (fake_root / "validation").mkdir(parents=True, exist_ok=True)
+        """Validation crops drawn like the training crops (VAL_CROP px of the full-size photos):
+        each photo is cut into VAL_TILES x VAL_TILES tiles, and each tile gives one seeded crop."""
+        from PIL import Image
+
         from src.data.datasets import export_sample_photos
 
+        fake_root = self.work / "photos_as_openimage"
+        (fake_root / "validation").mkdir(parents=True, exist_ok=True)
         for p in export_sample_photos(self.photos):
-            shutil.copy(p, fake_root / "validation" / p.name)
+            img = Image.open(p).convert("RGB")
+            tw, th = img.width // VAL_TILES, img.height // VAL_TILES
+            for i in range(VAL_TILES):
+                for j in range(VAL_TILES):
+                    img.crop((j * tw, i * th, (j + 1) * tw, (i + 1) * th)).save(
+                        fake_root / "validation" / f"{p.stem}_{i}{j}.png")
         self.run([sys.executable, "scripts/build_openimage_val_dataset.py", "--openimage_root", fake_root,
-                  "--save_root", self.work / "valset", "--seed", "0", "--num_img", "8", "--crop_size", "128",
-                  "--config", "config/quickstart/stage1_3.yaml", "--no_progress", "-d", self.device,
-                  *self.vq_opt()])
+                  "--save_root", self.work / "valset", "--seed", "0", "--num_img", self.num_val,
+                  "--crop_size", VAL_CROP, "--config", "config/quickstart/stage1_3.yaml", "--no_progress",
+                  "-d", self.device, *self.vq_opt()])
 
     def targets(self) -> list:
-        """Three bitrates inside the toy model's reachable range at the middle beta_vq (its bpp at
-        beta_rate 3 and 0); the other beta_vq candidates compete where they reach them too."""
+        """Three bitrates spread (log scale) over the toy model's reachable range at the middle
+        beta_vq (its bpp at beta_rate 3 and 0); the other beta_vq candidates compete where they
+        reach them too."""
         from src.models.codec.loading import load_codec
         from src.ratecontrol.rate import ModelRateFunction
         from src.ratecontrol.valset import load_val_set
 
         model, _ = load_codec(ROOT / "config/quickstart/stage1_3.yaml", self.model_of("stage1_3"), "cpu",
                               [f"subnet.vq_model.ckpt_path={self.prior}"])
-        high, low = ModelRateFunction(model, load_val_set(self.valset), BETA_VQ[1], 4)([0.0, 3.0])
-        return [round(low + (high - low) * f, 4) for f in (0.2, 0.5, 0.8)]
+        high, low = ModelRateFunction(model, load_val_set(self.valset), BETA_VQ[1], 8)([0.0, 3.0])
+        print(f"      reachable rate at beta_vq {BETA_VQ[1]}: {low:.4f} (beta_rate 3) .. {high:.4f} bpp (beta_rate 0)",
+              flush=True)
+        return spread_targets(low, high)
 
     def rate_search(self) -> None:
         targets = self.targets()
         (self.work / "targets.json").write_text(json.dumps(targets))
         self.run([sys.executable, "scripts/binary_rate_search.py", "config/quickstart/stage1_3.yaml", "--model_path",
                   self.model_of("stage1_3"), "--save_dir", self.work / "bin_search", "--dataset_root", self.valset,
-                  "--batch_size", "4", "--max_beta_rate", "3.0", "--beta_vq", *BETA_VQ, "--target_rate", *targets,
-                  "--error_delta", "0.0005", "-d", self.device, *self.vq_opt()])
+                  "--batch_size", "8", "--max_beta_rate", "3.0", "--beta_vq", *BETA_VQ, "--target_rate", *targets,
+                  "--error_delta", round(0.01 * min(targets), 5), "-d", self.device, *self.vq_opt()])
 
     def beta_selection(self) -> None:
         targets = json.loads((self.work / "targets.json").read_text())
         self.run([sys.executable, "scripts/beta_selection.py", "config/quickstart/stage1_3.yaml", "--model_path",
                   self.model_of("stage1_3"), "--save_dir", self.work / "beta_selection", "--search_dir",
-                  self.work / "bin_search", "--dataset_root", self.valset, "--batch_size", "4", "--beta_vq", *BETA_VQ,
-                  "--target_rate", *targets, "--fid_features", "random", "--patch_size", "64", "-d", self.device,
+                  self.work / "bin_search", "--dataset_root", self.valset, "--batch_size", "8", "--beta_vq", *BETA_VQ,
+                  "--target_rate", *targets, "--fid_features", "random", "--patch_size", "32", "-d", self.device,
                   *self.vq_opt()])
         import pandas as pd
 
@@ -135,17 +195,44 @@ class Pipeline:
             "beta_vq": [round(v, 4) for v in sel.selected_beta_vq]}))
 
     def evaluate(self) -> None:
-        """Real files for the photos up to 1000 px (the larger ones only cost time at toy scale)."""
+        """Real files for the evaluation photos, downscaled to EVAL_MAX_SIDE (the toy model's scale)."""
         from src.data.datasets import export_sample_photos
 
         self.eval_photos.mkdir(parents=True, exist_ok=True)
         for p in export_sample_photos(self.photos, EVAL_PHOTOS):
-            shutil.copy(p, self.eval_photos / p.name)
+            downscaled(p, self.eval_photos / p.name, EVAL_MAX_SIDE)
         n = len(json.loads((self.work / "selection.json").read_text())["beta_rate"])
         self.run([sys.executable, "scripts/eval_kodak.py", "--config_path", "config/quickstart/stage3.yaml",
                   "--model_path", self.model_of("stage3"), "--img_dir", self.eval_photos, "--save_dir", self.work / "eval",
                   "-q", *range(n), "--metrics", "psnr,ms_ssim", "--model_name", "toy", "-d", self.device,
                   *self.vq_opt(), *self.selected_opts()])
+
+    def plot(self) -> None:
+        self.run([sys.executable, "scripts/plot_rd.py", "--csv", str(self.work / "eval" / "rd.csv"),
+                  "--out", str(self.work / "rd"), "--metrics", "psnr,ms_ssim", "--published", "none",
+                  "--title", "quickstart (toy model, bundled photos)"])
+        self.image_strip()
+
+    def image_strip(self) -> Path:
+        """original | lowest rate | highest rate of one evaluation photo, side by side, as PNG."""
+        import pandas as pd
+        from PIL import Image, ImageDraw
+
+        df = pd.read_csv(self.work / "eval" / "rd.csv").sort_values("bpp")
+        panels = [("original", Image.open(self.eval_photos / f"{STRIP_PHOTO}.png").convert("RGB"))]
+        for row in (df.iloc[0], df.iloc[-1]):
+            rec = self.work / "eval" / f"point_{row.quality:g}" / "decoded" / f"{STRIP_PHOTO}.png"
+            panels.append((f"q{row.quality:g}: {row.bpp:.3f} bpp, {row.PSNR:.1f} dB (mean)", Image.open(rec).convert("RGB")))
+        w, h = panels[0][1].size
+        label_h = 16
+        strip = Image.new("RGB", (w * len(panels), h + label_h), "white")
+        draw = ImageDraw.Draw(strip)
+        for i, (label, img) in enumerate(panels):
+            strip.paste(img.resize((w, h)), (i * w, label_h))
+            draw.text((i * w + 4, 2), label, fill="black")
+        out = self.work / "strip.png"
+        strip.save(out)
+        return out
 
     def summary(self) -> str:
         import pandas as pd
@@ -153,6 +240,12 @@ class Pipeline:
         df = pd.read_csv(self.work / "eval" / "rd.csv")
         cols = [c for c in ("quality", "beta_rate", "beta_vq", "bpp", "pred_bpp", "PSNR", "MS-SSIM") if c in df]
         return df[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}")
+
+
+def total_iter_of(config: str) -> int:
+    from src.utils.config import load_config
+
+    return int(load_config(ROOT / config).total_iter)
 
 
 FULL = """# The same pipeline at full size (see README "Training DC-VIC"); set dataset paths first.
@@ -182,16 +275,23 @@ def main(argv=None) -> int:
     p.add_argument("-d", "--device", default="cpu")
     p.add_argument("--work_dir", default=str(ROOT / "results" / "quickstart"))
     p.add_argument("--scale", choices=["toy", "full"], default="toy")
+    p.add_argument("--retrain_prior", action="store_true",
+                   help=f"train the toy VQGAN prior ({PRIOR_CONFIG}) instead of using the shipped "
+                        f"{SHIPPED_PRIOR.relative_to(ROOT)}; writes <work_dir>/quickstart_vqgan_prior.pth")
     args = p.parse_args(argv)
     if args.scale == "full":
         print(FULL)
         return 0
-    pipe = Pipeline(Path(args.work_dir).resolve(), args.device)
+    pipe = Pipeline(Path(args.work_dir).resolve(), args.device, args.retrain_prior)
+    if not args.retrain_prior and not SHIPPED_PRIOR.is_file():
+        raise SystemExit(f"the toy VQGAN prior {SHIPPED_PRIOR} is missing (it ships with the repository); "
+                         "restore it (git checkout) or pass --retrain_prior")
     stages = pipe.stages()
     start = time.perf_counter()
     for i, (name, action) in enumerate(stages, 1):
-        marker = pipe.work / "done" / f"{i:02d}"
-        pipe.current = f"{i:02d}_{name.split(' (')[0].replace(' ', '_').replace('/', '')}"
+        slug = name.split(" (")[0].replace(" ", "_").replace("/", "")
+        marker = pipe.work / "done" / slug           # by name: --retrain_prior shifts the numbers
+        pipe.current = f"{i:02d}_{slug}"
         if marker.exists():
             print(f"[{i:2d}/{len(stages)}] {name}: done earlier, skipped", flush=True)
             continue
@@ -201,7 +301,8 @@ def main(argv=None) -> int:
         marker.touch()
         print(f"[{i:2d}/{len(stages)}] {name}: {time.perf_counter() - t:.0f} s", flush=True)
     print(f"\nall stages done in {time.perf_counter() - start:.0f} s; results in {pipe.work}")
-    print(f"RD plot: {pipe.work / 'rd.png'}\n\n{pipe.summary()}")
+    print(f"RD plot: {pipe.work / 'rd.png'}\nimage strip (original | lowest | highest rate): "
+          f"{pipe.work / 'strip.png'}\n\n{pipe.summary()}")
     return 0
 
 

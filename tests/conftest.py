@@ -7,6 +7,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("WANDB_MODE", "disabled")
+# the toy VQGAN prior shipped with the repository (config/_base_/model/dcvic_tiny.yaml)
+TOY_PRIOR = ROOT / "checkpoint" / "quickstart_vqgan_prior.pth"
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -42,19 +44,21 @@ def photo():
 
 @pytest.fixture(scope="session")
 def trained_toy_codec(tmp_path_factory, sample_dir):
-    """Step 1-2 of a toy-width DC-VIC trained briefly on the photos; returns its checkpoint path.
+    """Steps 1-1 and 1-2 of the quickstart recipe (config/quickstart/stage1_1.yaml, stage1_2.yaml,
+    their step counts, the shipped toy VQGAN prior), trained on four of the bundled photos.
 
-    Long enough (300 steps of 8 crops) for the betas to take effect: estimated bpp falls as
-    beta_rate rises, and the entropy model fits y well enough for real-vs-estimated bit checks.
+    Returns the step-1-2 checkpoint path and the step-1-2 losses (rate + distortion per step).
     """
     from src.trainer import build_trainer
     from src.utils.config import load_config
 
     ckpt_dir = tmp_path_factory.mktemp("trained")
-    # the toy step-1-2 config: 300 steps of 8 crops of 64 px, weights that make the rate respond
-    opts = [f"ckpt_dir={ckpt_dir}", "subnet.vq_model.ckpt_path=null", f"dataset.train_dataset.root_dir={sample_dir}",
-            "eval_step=null", "log_step=50", "load_checkpoint=null"]
-    cfg = load_config(ROOT / "config" / "quickstart" / "stage1_2.yaml", opts)
+    common = [f"ckpt_dir={ckpt_dir}", f"dataset.train_dataset.root_dir={sample_dir}", "eval_step=null",
+              "log_step=50", f"subnet.vq_model.ckpt_path={TOY_PRIOR}"]
+    warm = load_config(ROOT / "config" / "quickstart" / "stage1_1.yaml", common)
+    build_trainer(warm, exp_name="toy11", device="cpu").train()
+    cfg = load_config(ROOT / "config" / "quickstart" / "stage1_2.yaml",
+                      [*common, "load_checkpoint.exp=toy11", f"load_checkpoint.iter={warm.total_iter}"])
     trainer = build_trainer(cfg, exp_name="toy", device="cpu")
     losses = []
     step = trainer.train_step

@@ -9,6 +9,7 @@ from src.utils.checkpoint import checkpoint_path, model_state_from_file
 from src.utils.config import load_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOY_PRIOR = os.path.join(ROOT, "checkpoint", "quickstart_vqgan_prior.pth")   # shipped (dcvic_tiny.yaml)
 
 
 def cfg_for(step, tmp_path, sample_dir, *extra):
@@ -34,6 +35,9 @@ def test_chain_through_load_checkpoint_and_step13_freezes_rates(tmp_path, sample
     t12 = build_trainer(cfg_for("stage1_2", tmp_path, sample_dir, "load_checkpoint.exp=s11", "load_checkpoint.iter=2"),
                         exp_name="s12", device="cpu")
     s11 = model_state_from_file(checkpoint_path(tmp_path, "s11", 2))
+    # the toy step 1-2 trains at its own learning rate after loading step 1-1 (the published
+    # load_checkpoint.new_g_lr 1e-4 it inherits once overrode it: 300 steps at 1e-4 learned nothing)
+    assert t12.optimizers["g"].param_groups[0]["lr"] == pytest.approx(float(t12.cfg.optim.g_optimizer.lr))
     loaded = state(t12.model)
     assert same(loaded, s11, ("hyperencoder.", "context_model.", "vq_estimator."))
     t12.train()
@@ -89,7 +93,7 @@ def test_step12_learns_rate_control(trained_toy_codec, sample_dir):
     losses = trained_toy_codec["losses"]
     assert sum(losses[-20:]) < sum(losses[:20])
     model, _ = load_codec(os.path.join(ROOT, "config", "quickstart", "stage1_2.yaml"), trained_toy_codec["path"],
-                          "cpu", ["subnet.vq_model.ckpt_path=null"])
+                          "cpu", [f"subnet.vq_model.ckpt_path={TOY_PRIOR}"])
     ds = ImageDataset(str(sample_dir), image_size=64)          # crops like the training ones
     x = torch.stack([ds[(i % len(ds), 1000 + i)]["image"] for i in range(16)])
     with torch.no_grad():
@@ -111,23 +115,28 @@ def held_out_probe(trained_toy_codec, tmp_path_factory):
     folder = tmp_path_factory.mktemp("held_out")
     export_sample_photos(folder, HELD_OUT_PHOTOS)
     model, _ = load_codec(os.path.join(ROOT, "config", "quickstart", "stage1_2.yaml"), trained_toy_codec["path"],
-                          "cpu", ["subnet.vq_model.ckpt_path=null"])
+                          "cpu", [f"subnet.vq_model.ckpt_path={TOY_PRIOR}"])
     ds = ImageDataset(str(folder), image_size=64, seed=1)
     x = torch.stack([ds[(i % len(ds), 1000 + i)]["image"] for i in range(16)])
     return {vq: probe(model.eval(), x, [0.0, 0.75, 1.5, 2.25, 3.0], vq) for vq in (0.0, 1.75, 3.5)}
 
 
-# The two properties the paper claims, as issue 13 asks them of the toy run. They do not hold yet:
-# measured on held-out crops, bpp(beta_rate 3) / bpp(0) is 0.87-1.04 and the VQ accuracy is flat in
-# beta_vq (README, "What the toy run does not show yet"). strict: a pass is reported, so the marker
-# goes when the toy recipe learns them.
-OPEN = "issue 13: the toy step 1-2 does not learn the beta trade-off within its CPU budget yet"
+# The paper's two properties, as issue 13 asks them of the toy recipe (steps 1-1 and 1-2 of
+# config/quickstart/, the shipped prior), on 16 crops of photos the model did not train on.
+# Measured on one machine (seeded, one thread): bpp 0.1013, 0.1005, 0.0908, 0.0813, 0.0735 at
+# beta_rate 0 .. 3 (falling, ratio 0.725), VQ accuracy 0.104 / 0.102 / 0.101 at beta_vq 0 / 1.75 / 3.5.
+# What does not hold yet is marked strict: a pass is reported, so the marker goes when it holds.
+OPEN = "issue 13: the toy recipe's rate span and beta_vq effect are still too small in its CPU budget"
+
+
+def test_step12_rate_falls_strictly_with_beta_rate_on_held_out_photos(held_out_probe):
+    bpps = [r["bpp"] for r in held_out_probe[1.75]]
+    assert all(a > b for a, b in zip(bpps, bpps[1:])), bpps          # strictly falling at 5 values
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=OPEN)
-def test_step12_rate_falls_with_beta_rate_on_held_out_photos(held_out_probe):
+def test_step12_rate_span_on_held_out_photos(held_out_probe):
     bpps = [r["bpp"] for r in held_out_probe[1.75]]
-    assert all(a > b for a, b in zip(bpps, bpps[1:])), bpps          # strictly falling at 5 values
     assert bpps[-1] <= 0.7 * bpps[0], bpps
 
 

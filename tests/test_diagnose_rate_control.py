@@ -28,3 +28,14 @@ def test_missing_prior_is_named(tmp_path):
     with pytest.raises(SystemExit, match="VQGAN prior .* not found"):
         diag.main(["--steps", "1", "--work_dir", str(tmp_path), "--opt",
                    f"subnet.vq_model.ckpt_path={tmp_path / 'absent.pth.tar'}"])
+
+
+def test_warmup_trains_step11_first_and_starts_from_it(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    assert diag.main(["--warmup_steps", "1", "--steps", "1", "--num_crops", "2", "--work_dir", str(tmp_path), "--opt",
+                      "subnet.vq_model.ckpt_path=null", "dataset.batch_size=2"]) == 0
+    assert json.loads((tmp_path / "rate_control.json").read_text())["warmup_steps"] == 1
+    assert (tmp_path / "checkpoint" / "warmup" / "model" / "comp_model_iter1.pth.tar").is_file()
+    assert "loaded warmup from" in caplog.text                        # step 1-2 started from it

@@ -185,4 +185,5 @@ def test_prior_config_matches_dcvic_tiny():
     tiny = yaml.safe_load((ROOT / "config" / "_base_" / "model" / "dcvic_tiny.yaml").read_text())
     for key, value in tiny["subnet"]["vq_model"]["ddconfig"].items():
         assert prior.ddconfig[key] == value, key
-    assert (prior.embed_dim, prior.n_embed, prior.ddconfig.ch_mult) == (4, 256, [1, 2, 2, 4])
+    assert prior.quantizer.to_dict() == tiny["subnet"]["vq_model"]["quantizer"]
+    assert (prior.embed_dim, prior.n_embed, prior.ddconfig.ch_mult) == (4, 256, [1, 1, 2, 2])

@@ -1,0 +1,78 @@
+"""scripts/quickstart.py's helpers and the toy VQGAN prior it ships with."""
+import math
+
+import pytest
+import torch
+from PIL import Image
+
+import scripts.quickstart as qs
+from src.models.vq.vqgan import VQGAN, build_pretrained_vq_model
+from src.utils.config import load_config
+
+# the VQGAN section of the quickstart's DC-VIC configs (dcvic_tiny.yaml over the published model)
+VQ = {k: v for k, v in load_config(qs.ROOT / "config" / "quickstart" / "stage1_2.yaml").subnet.vq_model.to_dict().items()
+      if k != "ckpt_path"}
+
+
+def test_shipped_prior_is_small_and_reconstructs_the_photos(sample_dir):
+    """The shipped prior loads strictly into the layout of dcvic_tiny.yaml, is a small float16
+    file, and reconstructs crops of the photos far better than chance with many codes in use."""
+    from src.data.datasets import ImageDataset
+
+    assert qs.SHIPPED_PRIOR.stat().st_size < 3_000_000
+    model = build_pretrained_vq_model(str(qs.SHIPPED_PRIOR), **VQ)
+    ds = ImageDataset(str(sample_dir), image_size=64, seed=3)
+    x = torch.stack([ds[(i % len(ds), 500 + i)]["image"] for i in range(16)])
+    with torch.no_grad():
+        q, indices = model.encode(x)[:2]
+        x_hat = model.decode(q).clamp(-1, 1)
+    mse = ((x_hat - x) / 2).pow(2).mean().item()
+    assert -10 * math.log10(mse) > 18.0
+    assert len(indices.unique()) >= 64
+
+
+def test_export_prior_keeps_only_float16_weights(tmp_path):
+    torch.manual_seed(0)
+    vq = VQGAN(**VQ)
+    ckpt = tmp_path / "train.pth.tar"
+    torch.save({"comp_model": vq.state_dict(), "iter": 5}, ckpt)
+    out = tmp_path / "prior.pth"
+    qs.export_prior(ckpt, out)
+    payload = torch.load(out, weights_only=True)
+    assert list(payload) == ["state_dict"]
+    assert all(v.dtype == torch.float16 for v in payload["state_dict"].values() if v.is_floating_point())
+    loaded = build_pretrained_vq_model(str(out), **VQ)              # strict
+    w = "decoder.conv_out.weight"
+    assert torch.equal(loaded.state_dict()[w], vq.state_dict()[w].half().float())
+
+
+def test_photo_names_match_the_dataset_module():
+    from src.data.datasets import SAMPLE_PHOTOS
+
+    assert qs.SAMPLE_PHOTO_NAMES == SAMPLE_PHOTOS
+    assert set(qs.EVAL_PHOTOS) <= set(SAMPLE_PHOTOS) and qs.STRIP_PHOTO in qs.EVAL_PHOTOS
+
+
+def test_targets_spread_over_the_range_on_a_log_scale():
+    t = qs.spread_targets(0.1, 0.4)
+    assert 0.1 < t[0] < t[1] < t[2] < 0.4
+    assert t[1] == pytest.approx(0.2, abs=1e-4)                   # geometric middle
+    with pytest.raises(SystemExit, match="does not fall"):
+        qs.spread_targets(0.3, 0.3)
+
+
+def test_image_strip_shows_original_lowest_and_highest_rate(tmp_path):
+    pipe = qs.Pipeline(tmp_path, "cpu")
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "rd.csv").write_text("quality,bpp,PSNR\n0,0.5,25.0\n1,0.1,20.0\n2,0.3,23.0\n")
+    pipe.eval_photos.mkdir()
+    Image.new("RGB", (40, 30), (255, 0, 0)).save(pipe.eval_photos / f"{qs.STRIP_PHOTO}.png")
+    for q, colour in ((0, (0, 0, 255)), (1, (0, 255, 0)), (2, (9, 9, 9))):
+        d = tmp_path / "eval" / f"point_{q}" / "decoded"
+        d.mkdir(parents=True)
+        Image.new("RGB", (40, 30), colour).save(d / f"{qs.STRIP_PHOTO}.png")
+    strip = Image.open(pipe.image_strip())
+    assert strip.size[0] == 120
+    row = strip.size[1] - 5
+    # original | lowest rate (q1, 0.1 bpp) | highest rate (q0, 0.5 bpp)
+    assert [strip.getpixel((x, row)) for x in (20, 60, 100)] == [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
