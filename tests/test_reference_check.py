@@ -17,15 +17,17 @@ from src.utils.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = load_config(ROOT / "config" / "_base_" / "model" / "dcvic_tiny.yaml").to_dict()
+FULL = load_config(ROOT / "config" / "dc_vic_patchgan.yaml").to_dict()
 
 
-def _overrides(tree, prefix=""):
-    """The toy widths of dcvic_tiny.yaml as ``key=value`` overrides (the VQGAN path is set by the harness)."""
+def _overrides(tree, prefix="", full=FULL):
+    """The toy widths of dcvic_tiny.yaml as ``key=value`` overrides (the VQGAN path is set by the harness);
+    a mapping the full config lacks (the toy prior's quantizer) goes in whole."""
     out = []
     for k, v in tree.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out += _overrides(v, key + ".")
+        if isinstance(v, dict) and isinstance(full, dict) and isinstance(full.get(k), dict):
+            out += _overrides(v, key + ".", full[k])
         elif key != "subnet.vq_model.ckpt_path":
             out.append(f"+{key}={json.dumps(v)}")  # '+': some keys (hidden_chs) are new to the full config
     return out
