@@ -8,6 +8,7 @@ usable file is returned in its place.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -44,7 +45,8 @@ def export_sample_photos(folder: Path, names: Sequence[str] = SAMPLE_PHOTOS) -> 
                 arr = skdata.stereo_motorcycle()[0]
             else:
                 arr = getattr(skdata, name)()
-            tmp = path.with_suffix(".tmp.png")
+            # a name of this process's own: two processes exporting at once must not share it
+            tmp = path.with_suffix(f".{os.getpid()}.tmp.png")
             Image.fromarray(np.asarray(arr, dtype=np.uint8)).save(tmp)
             tmp.replace(path)
         written.append(path)
