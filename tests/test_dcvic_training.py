@@ -151,11 +151,12 @@ def test_grid_betas_are_the_reference_floats():
     """``max * (i / 100)`` in float32, as the reference's ``_sample_beta`` (numpy float32) computes them."""
     import numpy as np
 
-    from src.trainer.dcvic_trainers import sample_grid_betas
+    from src.models.codec.betas import BetaSpace
 
     i = np.arange(101).astype(np.float32)
-    for top in (3.0, 3.5):
+    space = BetaSpace(3.0, 3.5, levels=100)
+    torch.manual_seed(0)
+    drawn = space.sample(5000, True, "cpu")
+    for top, ours in zip((3.0, 3.5), drawn):
         reference = set(torch.Tensor(top * (i / float(100))).tolist())
-        torch.manual_seed(0)
-        ours = set(sample_grid_betas(5000, top, 101, True, "cpu").tolist())
-        assert ours == reference
+        assert set(ours.tolist()) == reference == set(space.grid(top).tolist())

@@ -35,18 +35,16 @@ from torch import Tensor, nn
 import src.models.codec.transforms  # noqa: F401
 import src.models.codec.vq_modules  # noqa: F401
 import src.models.entropy  # noqa: F401
+from src.models.codec.betas import BetaSpace
 from src.models.codec.symbols import SymbolReader, SymbolWriter
 from src.models.entropy.buffers import resize_entropy_buffers
 from src.models.entropy.charm import SymbolSource
+from src.models.entropy.rate import bits_per_pixel
+from src.utils.config import strip_markers
 from src.utils.registry import MODELS, SUBNETS
 
 logger = logging.getLogger(__name__)
 ENC_VQ_INPUTS = ("onehot_indices", "norm_indices")
-
-
-def bits_per_pixel(likelihoods: Tensor, num_pixels: int) -> Tensor:
-    """Per-sample bits per pixel, ``-sum(log2 p) / num_pixels`` -> (B,)."""
-    return -torch.log2(likelihoods).flatten(1).sum(dim=1) / num_pixels
 
 
 def _location(m: nn.Module) -> Tuple[torch.device, torch.dtype]:
@@ -81,9 +79,7 @@ class DCVIC(nn.Module):
                  hyperdecoder: nn.Module, context_model: nn.Module, entropy_model_z: nn.Module,
                  entropy_model_y: nn.Module, vq_estimator: nn.Module, fusion_module: nn.Module,
                  vq_model: nn.Module, beta_cond: bool = True,
-                 enc_vq_input: str = "onehot_indices",
-                 selected_beta_rate: Optional[Sequence[float]] = None,
-                 selected_beta_vq: Optional[Sequence[float]] = None,
+                 enc_vq_input: str = "onehot_indices", beta_space: Optional[BetaSpace] = None,
                  split_threshold: int = 1024):
         super().__init__()
         if enc_vq_input not in ENC_VQ_INPUTS:
@@ -98,8 +94,8 @@ class DCVIC(nn.Module):
         self.beta_cond = beta_cond
         self.enc_vq_input = enc_vq_input
         self.n_embed = int(vq_model.n_embed)
-        self.selected_beta_rate = list(selected_beta_rate) if selected_beta_rate else None
-        self.selected_beta_vq = list(selected_beta_vq) if selected_beta_vq else None
+        #: maxima, grid and selected pairs of the betas (built from the config saved with the run)
+        self.beta_space = beta_space if beta_space is not None else BetaSpace()
         # eval: images with a side above split_threshold px are decoded in windows
         self.split_threshold, self.split_window, self.split_stride = split_threshold, 512, 256
 
@@ -360,18 +356,11 @@ class DCVIC(nn.Module):
 # -- building from the reference config ---------------------------------------------------------
 MODEL_TYPES = {"HyperpriorCharmDualCondVicModel": True, "HyperpriorCharmVicModel": False}
 #: model-section keys that only the trainer reads (beta sampling); the model ignores them.
-TRAINER_KEYS = ("num_beta_levels", "fixed_beta_vq", "use_selected_beta_pairs", "gumbel_kwargs")
-#: published maxima, used when a config leaves max_beta_1/2 null (the reference base config does)
-DEFAULT_MAX_BETAS = {"max_beta_1": 3.0, "max_beta_2": 3.5}
+TRAINER_KEYS = ("fixed_beta_vq", "use_selected_beta_pairs", "gumbel_kwargs")
+#: model-section keys of the beta space (:class:`BetaSpace`)
+BETA_KEYS = ("num_beta_levels", "selected_beta_rate", "selected_beta_vq")
 SUBNET_NAMES = ("encoder", "decoder", "hyperencoder", "hyperdecoder", "context_model",
                 "entropy_model_z", "entropy_model_y", "vq_estimator")
-
-
-def _strip_delete(cfg: Any) -> Any:
-    """Drop the config-merge marker ``_delete_`` at every level."""
-    if isinstance(cfg, Mapping):
-        return {k: _strip_delete(v) for k, v in cfg.items() if k != "_delete_"}
-    return cfg
 
 
 def build_dcvic_from_config(model_cfg: Mapping[str, Any], subnet_cfg: Mapping[str, Any],
@@ -395,23 +384,24 @@ def build_dcvic_from_config(model_cfg: Mapping[str, Any], subnet_cfg: Mapping[st
         if model_cfg.pop(key, False):
             raise NotImplementedError(f"model.{key}=True is not supported "
                                       "(the published models do not use it)")
-    sub = _strip_delete(copy.deepcopy(dict(subnet_cfg)))
+    sub = strip_markers(copy.deepcopy(dict(subnet_cfg)))
     missing = [k for k in SUBNET_NAMES + ("vq_model", "fusion_module") if k not in sub]
     if missing:
         raise KeyError(f"subnet config lacks {missing}")
+    space = BetaSpace.from_config({k: model_cfg.pop(k) for k in BETA_KEYS if k in model_cfg}, sub)
     if beta_cond:
         for name in ("encoder", "decoder"):
-            for key, default in DEFAULT_MAX_BETAS.items():
+            for key, value in zip(("max_beta_1", "max_beta_2"), space.maxima):
                 if sub[name].get(key) is None:
-                    logger.warning("subnet.%s.%s is null; using the published %s", name, key, default)
-                    sub[name][key] = default
+                    logger.warning("subnet.%s.%s is null; using %s", name, key, value)
+                sub[name][key] = value
     vq_cfg = dict(sub["vq_model"])
     if vq_ckpt_path is not None:
         vq_cfg["ckpt_path"] = vq_ckpt_path
     vq_model = build_pretrained_vq_model(**vq_cfg)
     subnets = {name: SUBNETS.build(sub[name]) for name in SUBNET_NAMES}
     subnets["fusion_module"] = SUBNETS.build({"type": "VqDecFusionModule", **sub["fusion_module"]})
-    return DCVIC(**subnets, vq_model=vq_model, beta_cond=beta_cond, **model_cfg)
+    return DCVIC(**subnets, vq_model=vq_model, beta_cond=beta_cond, beta_space=space, **model_cfg)
 
 
 def _model_factory(mtype: str):
