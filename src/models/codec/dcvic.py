@@ -39,7 +39,7 @@ from src.models.codec.betas import BetaSpace
 from src.models.codec.symbols import SymbolReader, SymbolWriter
 from src.models.entropy.buffers import resize_entropy_buffers
 from src.models.entropy.charm import SymbolSource
-from src.models.entropy.rate import bits_per_pixel
+from src.models.entropy.rate import bits, bits_per_pixel
 from src.utils.config import strip_markers
 from src.utils.registry import MODELS, SUBNETS
 
@@ -285,13 +285,19 @@ class DCVIC(nn.Module):
 
     # -- bitstream ----------------------------------------------------------------------------
     @torch.no_grad()
-    def compress(self, x: Tensor, beta_rate=None, beta_vq=None,
-                 vq_indices: Optional[Tensor] = None) -> Dict[str, object]:
+    def compress(self, x: Tensor, beta_rate=None, beta_vq=None, vq_indices: Optional[Tensor] = None,
+                 estimate: bool = False) -> Dict[str, object]:
         """-> {"strings": [[one string per sample]], "shape": z (h, w), "y_hat": the y_hat the
         receiver decodes (float32, CPU), "ideal_bits": per sample {"z", "y"}: the code length of
         its symbols under the coder's tables}. Each string holds z, then the y slices in order
-        (:mod:`src.models.codec.symbols`)."""
+        (:mod:`src.models.codec.symbols`). ``estimate`` adds "estimated_bits": per sample {"z",
+        "y"}, the model's own (float32 likelihood) estimate for the same latents, from this pass."""
         y = self.encode(x, beta_rate, beta_vq, vq_indices)["y"]
+        estimated = None
+        if estimate:
+            lik = self.entropy(y, training=False)["likelihoods"]
+            per_sample = {k: bits(v.double()).tolist() for k, v in lik.items()}
+            estimated = [{k: per_sample[k][b] for k in ("z", "y")} for b in range(x.shape[0])]
         z = self.hyperencoder(y)
         writers = [SymbolWriter() for _ in range(x.shape[0])]
         with self._entropy_on_cpu():
@@ -306,8 +312,11 @@ class DCVIC(nn.Module):
             y_hat = self._code(tuple(z.shape), lambda idx, med: write(
                 "z", self.entropy_model_z, torch.round(z - med).int(), idx), lambda i, idx, mu: write(
                 "y", self.entropy_model_y, torch.round(y_slices[i] - mu).int(), idx))
-        return {"strings": [[w.flush() for w in writers]], "shape": tuple(z.shape[-2:]),
-                "y_hat": y_hat.float(), "ideal_bits": [w.ideal_bits() for w in writers]}
+        out = {"strings": [[w.flush() for w in writers]], "shape": tuple(z.shape[-2:]),
+               "y_hat": y_hat.float(), "ideal_bits": [w.ideal_bits() for w in writers]}
+        if estimated is not None:
+            out["estimated_bits"] = estimated
+        return out
 
     @torch.no_grad()
     def decompress_latent(self, strings: Sequence[List[bytes]], shape: Sequence[int]) -> Tensor:

@@ -48,6 +48,9 @@ class EncodedImage:
     z_bit: int
     y_bit: int
     num_pixels: int
+    #: the model's estimate for this image (``pred_z_bit``, ``pred_y_bit``, ``pred_bit``), from the
+    #: encoding pass itself, when ``encode(..., estimate=True)``
+    predicted: Optional[Dict[str, float]] = None
 
     @property
     def real_bpp(self) -> float:
@@ -89,9 +92,11 @@ class ImageCoder:
 
     # ----------------------------------------------------------------------------- sender
     @torch.inference_mode()
-    def encode(self, x: Tensor, beta_rate: Optional[float] = None, beta_vq: Optional[float] = None) -> EncodedImage:
+    def encode(self, x: Tensor, beta_rate: Optional[float] = None, beta_vq: Optional[float] = None,
+               estimate: bool = False) -> EncodedImage:
         """``x``: (1, 3, H, W) in [-1, 1] -> framed stream. Betas equal (as float32) to one of the
-        model's selected pairs are sent as its quality index, others as two float32 values."""
+        model's selected pairs are sent as its quality index, others as two float32 values.
+        ``estimate`` also returns the model's bit estimate of the same latents (no second pass)."""
         if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
             raise ValueError(f"expected one RGB image of shape (1, 3, H, W), got {tuple(x.shape)}")
         H, W = x.shape[2:]
@@ -101,7 +106,7 @@ class ImageCoder:
         else:
             br = bv = quality = None
         xp, _ = pad_to_multiple(x.to(self.device), PAD_MULTIPLE)
-        enc = self.model.compress(xp, *self._betas(br, bv, xp.device))
+        enc = self.model.compress(xp, *self._betas(br, bv, xp.device), **({"estimate": True} if estimate else {}))
         header = StreamHeader(height=H, width=W, beta_rate=None if quality is not None else br,
                               beta_vq=None if quality is not None else bv, quality=quality,
                               fingerprint=self.fingerprint[:HEADER_FINGERPRINT_BYTES])
@@ -110,7 +115,8 @@ class ImageCoder:
         sizes = stream_sizes(data)
         # z and y share one string: z's part is the code length of its symbols under the coder's tables
         z_bit = min(round(enc["ideal_bits"][0]["z"]), sizes["payload_bit"])
-        return EncodedImage(data, sizes["header_bit"], z_bit, sizes["payload_bit"] - z_bit, H * W)
+        predicted = predicted_bits(enc["estimated_bits"][0]) if estimate else None
+        return EncodedImage(data, sizes["header_bit"], z_bit, sizes["payload_bit"] - z_bit, H * W, predicted)
 
     # --------------------------------------------------------------------------- receiver
     def parse(self, data: bytes) -> Tuple[StreamHeader, bytes]:
@@ -237,12 +243,11 @@ def estimated_bits(model: torch.nn.Module, x: Tensor, beta_rate, beta_vq) -> Dic
         xp = xp.to(device)
         y = model.encode(xp, *model_betas(model, beta_rate, beta_vq, device))["y"]
         lik = model.entropy(y, training=False)["likelihoods"]
-    return predicted_bits(lik)
+    return predicted_bits({k: float(entropy_bits(v.double()).sum()) for k, v in lik.items()})
 
 
-def predicted_bits(likelihoods: Dict[str, Tensor]) -> Dict[str, float]:
-    """``{"pred_z_bit", "pred_y_bit", "pred_bit"}`` of one image's likelihoods (float64 sums)."""
-    bits = {k: float(entropy_bits(v.double()).sum()) for k, v in likelihoods.items()}
+def predicted_bits(bits: Dict[str, float]) -> Dict[str, float]:
+    """One image's estimated ``{"z", "y"}`` bits -> ``{"pred_z_bit", "pred_y_bit", "pred_bit"}``."""
     return {"pred_z_bit": bits["z"], "pred_y_bit": bits["y"], "pred_bit": bits["z"] + bits["y"]}
 
 
