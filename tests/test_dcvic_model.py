@@ -8,7 +8,8 @@ import warnings
 import pytest
 import torch
 
-from src.models.codec.dcvic import DCVIC, bits_per_pixel, build_dcvic_from_config
+from src.models.codec.dcvic import DCVIC, build_dcvic_from_config
+from src.models.entropy.rate import bits_per_pixel
 from src.models.layers import FourierEncoding, RSTB, pad_to_window
 from src.models.layers.swin import shifted_window_mask
 from src.utils.registry import MODELS
