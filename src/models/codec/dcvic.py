@@ -35,8 +35,8 @@ import src.models.codec.transforms  # noqa: F401
 import src.models.codec.vq_modules  # noqa: F401
 import src.models.entropy  # noqa: F401
 from src.models.codec.betas import BetaSpace
-from src.models.entropy.buffers import resize_entropy_buffers
 from src.models.codec.latent_codec import HyperpriorCharmLatentCodec
+from src.models.entropy.buffers import resize_entropy_buffers
 from src.models.entropy.rate import bits_per_pixel
 from src.utils.config import strip_markers
 from src.utils.registry import MODELS, SUBNETS
