@@ -48,7 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--save_dir", required=True, type=Path)
     p.add_argument("--dataset_root", required=True, type=Path, help="crop folder (PNG + .npy)")
     p.add_argument("--batch_size", type=int, default=16, help="images per forward (x K betas)")
-    p.add_argument("--max_beta_rate", type=float, default=3.0)
+    p.add_argument("--max_beta_rate", type=float, default=None,
+                   help="top of the search range (default: the model's, model.beta_space.max_rate)")
     p.add_argument("--beta_vq", type=float, nargs="+", required=True)
     p.add_argument("--target_rate", type=float, nargs="+", required=True)
     p.add_argument("--error_delta", type=float, default=0.001)
@@ -133,6 +134,11 @@ def main(argv=None) -> int:
     setup_logging(args.save_dir / "binary_rate_search.log")
     log.info("arguments: %s", vars(args))
     model, _ = load_codec(args.config, args.model_path, args.device, args.opt, trust=args.trust_checkpoint)
+    if args.max_beta_rate is None:
+        args.max_beta_rate = model.beta_space.max_rate
+    elif not 0 < args.max_beta_rate <= model.beta_space.max_rate:
+        log.error("--max_beta_rate must lie in (0, %g], the model's range", model.beta_space.max_rate)
+        return 2
     data = load_val_set(args.dataset_root, args.max_images)
     log.info("%d crops from %s (VQ indices %s)", len(data), args.dataset_root,
              "stored" if data.indices is not None else "computed once")

@@ -55,15 +55,24 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def choose_betas(args, cfg):
+def choose_betas(args, model):
+    """(beta_rate, beta_vq) from -q (the model's selected pairs), --target_bpp (a selection table)
+    or --beta_rate/--beta_vq, checked against the model's beta range."""
+    beta_rate, beta_vq = _requested_betas(args, model)
+    space = model.beta_space
+    if getattr(model, "beta_cond", True) and not space.contains(beta_rate, beta_vq):
+        raise SystemExit(f"error: betas ({beta_rate}, {beta_vq}) lie outside the model's range "
+                         f"[0, {space.max_rate}] x [0, {space.max_vq}]")
+    return beta_rate, beta_vq
+
+
+def _requested_betas(args, model):
     given = [args.quality is not None, args.beta_rate is not None or args.beta_vq is not None,
              args.target_bpp is not None]
     if sum(given) != 1:
         raise SystemExit("error: give exactly one of -q, --beta_rate/--beta_vq, --target_bpp")
     if args.quality is not None:
-        from src.models.codec.loading import selected_betas
-
-        return selected_betas(cfg, args.quality)
+        return model.beta_space.pair(args.quality)   # a fractional index interpolates
     if args.target_bpp is not None:
         if not args.selection_csv:
             raise SystemExit("error: --target_bpp needs --selection_csv (beta_selection_results.csv)")
@@ -90,8 +99,8 @@ def main(argv=None) -> int:
     from src.models.codec.loading import load_codec
 
     device = device_or_cpu(args.device)
-    model, cfg = load_codec(args.config_path, args.model_path, device, args.opt, trust=args.trust_checkpoint)
-    beta_rate, beta_vq = choose_betas(args, cfg)
+    model, _ = load_codec(args.config_path, args.model_path, device, args.opt, trust=args.trust_checkpoint)
+    beta_rate, beta_vq = choose_betas(args, model)
     coder = ImageCoder(model, device=device, max_side=args.max_side)
     report = compress_folder(coder, args.img_dir, args.save_dir, beta_rate, beta_vq, decompress=args.decompress,
                              estimate=not args.no_estimate, max_pixels=int(args.max_megapixels * 1e6))

@@ -39,13 +39,11 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def rate_points(args, cfg):
+def rate_points(args, model):
     if (args.quality is None) == (args.target_bpp is None):
         raise SystemExit("error: give -q QUALITIES or --target_bpp RATES")
     if args.quality is not None:
-        from src.models.codec.loading import selected_betas
-
-        return [(q, *selected_betas(cfg, q)) for q in args.quality]
+        return [(q, *model.beta_space.pair(q)) for q in args.quality]
     if not args.selection_csv:
         raise SystemExit("error: --target_bpp needs --selection_csv")
     from src.ratecontrol import betas_for_target_bpp
@@ -67,11 +65,11 @@ def main(argv=None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     device = device_or_cpu(args.device)
-    model, cfg = load_codec(args.config_path, args.model_path, device, args.opt, trust=args.trust_checkpoint)
+    model, _ = load_codec(args.config_path, args.model_path, device, args.opt, trust=args.trust_checkpoint)
     coder = ImageCoder(model, device=device)
     name = args.model_name or Path(args.config_path).stem
     rows = []
-    for label, beta_rate, beta_vq in rate_points(args, cfg):
+    for label, beta_rate, beta_vq in rate_points(args, model):
         row = evaluate_rate_point(coder, args.img_dir, Path(args.save_dir) / f"point_{label:g}", beta_rate, beta_vq,
                                   args.metrics, device=device)
         rows.append({"model": name, "quality": label, **row})

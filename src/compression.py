@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from src.models.codec.bitstream import CorruptBitstreamError
-from src.models.codec.image_coder import ImageCoder, estimated_bits
+from src.models.codec.image_coder import ImageCoder
 from src.utils.checkpoint import atomic_write
 from src.utils.image_io import ImageReadError, load_rgb, save_rgb, scan_images, to_tensor
 
@@ -79,13 +79,12 @@ def compress_folder(coder: ImageCoder, img_dir: os.PathLike, save_dir: os.PathLi
             log.warning("skipped %s", e)
             continue
         coded[path.stem] = path.name
-        enc = coder.encode(x, beta_rate, beta_vq)
+        enc = coder.encode(x, beta_rate, beta_vq, estimate=estimate)
         atomic_write(save_dir / "bin" / f"{path.stem}.bin", lambda tmp: Path(tmp).write_bytes(enc.data))
         row = {"img_name": path.stem, "header_bit": enc.header_bit, "z_bit": enc.z_bit, "y_bit": enc.y_bit,
                "real_bit": 8 * len(enc.data), "real_bpp": enc.real_bpp, "num_pixel": enc.num_pixels}
-        if estimate:
-            pred = estimated_bits(coder.model, x, beta_rate, beta_vq)
-            row.update(pred, pred_bpp=pred["pred_bit"] / enc.num_pixels)
+        if estimate:   # the model's estimate for the latents just coded (same pass)
+            row.update(enc.predicted, pred_bpp=enc.predicted["pred_bit"] / enc.num_pixels)
         rows.append(row)
         if decompress:
             x_hat, _ = coder.decode(enc.data)

@@ -16,7 +16,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from pytorch_msssim import ssim as _ssim
 
 from src.metrics.pixel import ms_ssim, psnr, to_uint8_grid
 from src.tokenizer_args import add_tokenizer_args  # noqa: F401  (kept here: scripts' parsers)
-from src.utils.image_io import list_images, load_rgb, to_tensor
+from src.utils.image_io import iter_images, list_images, load_rgb, prepare_image, to_tensor  # noqa: F401
 from src.utils.padding import crop_to, pad_to_multiple
 
 log = logging.getLogger(__name__)
@@ -58,29 +58,6 @@ def reconstruct(model, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     xp, _ = pad_to_multiple(x, model.downsample_factor)
     out = model(xp)
     return crop_to(out["x_hat"].float(), h, w), out["quant"].indices
-
-
-def prepare_image(arr: np.ndarray, size: Optional[int]) -> np.ndarray:
-    """Resize the shorter side to ``size`` (bicubic) and centre-crop ``size x size``; None: as is."""
-    if not size:
-        return arr
-    h, w = arr.shape[:2]
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    if (nh, nw) != (h, w):
-        arr = np.asarray(Image.fromarray(arr).resize((nw, nh), Image.BICUBIC))
-    top, left = (nh - size) // 2, (nw - size) // 2
-    return arr[top:top + size, left:left + size]
-
-
-def iter_images(folder: Path, size: Optional[int] = None,
-                max_images: Optional[int] = None) -> Iterator[Tuple[str, np.ndarray]]:
-    """``(name, H x W x 3 uint8)`` for the images directly inside ``folder`` (sorted)."""
-    files = list_images(folder)
-    if not files:
-        raise FileNotFoundError(f"no images in {folder}")
-    for path in files[:max_images]:
-        yield path.stem, prepare_image(load_rgb(path), size)
 
 
 # --------------------------------------------------------------------------------- loading

@@ -224,3 +224,28 @@ def test_reflect_beyond_image_size():
     assert one.shape == (3, 64, 64) and bool((one == 5).all())
     with pytest.raises(ValueError):
         crop_to(one, 65, 1)
+
+
+def test_folder_estimates_come_from_the_coding_pass(toy_coder, tmp_path, sample_dir):
+    """compress_folder runs g_a once per image: the estimate is the model's for the latents it
+    coded, the same numbers as a separate estimate pass."""
+    import pandas as pd
+
+    from src.compression import compress_folder
+    from src.models.codec.image_coder import estimated_bits
+    from src.utils.image_io import load_rgb, to_tensor
+
+    model, calls = toy_coder.model, []
+    encode = model.encode
+    model.encode = lambda *a, **k: calls.append(1) or encode(*a, **k)
+    try:
+        report = compress_folder(toy_coder, sample_dir, tmp_path, 1.5, 2.0, progress=False)
+    finally:
+        del model.encode
+    names = sorted(p.stem for p in sample_dir.glob("*.png"))
+    assert len(calls) == len(names) == len(report.rows)
+    csv = pd.read_csv(tmp_path / "_bitrates.csv").set_index("img_name")
+    x = to_tensor(load_rgb(sample_dir / f"{names[0]}.png")).unsqueeze(0)
+    second = estimated_bits(model, x, 1.5, 2.0)
+    assert csv.loc[names[0], "pred_bit"] == pytest.approx(second["pred_bit"], rel=1e-12)
+    assert csv.loc[names[0], "pred_z_bit"] == pytest.approx(second["pred_z_bit"], rel=1e-12)

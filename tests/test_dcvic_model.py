@@ -8,7 +8,8 @@ import warnings
 import pytest
 import torch
 
-from src.models.codec.dcvic import DCVIC, bits_per_pixel, build_dcvic_from_config
+from src.models.codec.dcvic import DCVIC, build_dcvic_from_config
+from src.models.entropy.rate import bits_per_pixel
 from src.models.layers import FourierEncoding, RSTB, pad_to_window
 from src.models.layers.swin import shifted_window_mask
 from src.utils.registry import MODELS
@@ -338,3 +339,25 @@ def test_split_decoding_matches_between_forward_and_decompress(photo):
     assert torch.equal(dec["x_hat"], sender)
     assert not torch.equal(whole, ref["x_hat"])  # windows really were used
     assert (ref["x_hat"] - whole).abs().mean() < 0.5
+
+
+def test_latent_codec_contract_and_state_dict_names(model):
+    """h_a / bottleneck / h_s / ChARM form one CompressAI LatentCodec; the state dict keeps the
+    reference's names and the model's compress is g_a followed by the latent codec's."""
+    from compressai.latent_codecs import LatentCodec
+
+    model.eval()
+    model.update(force=True)
+    codec = model.latent_codec
+    assert isinstance(codec, LatentCodec) and codec.hyperdecoder is model.hyperdecoder
+    assert not any(k.startswith("latent_codec.") for k in model.state_dict())
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        y = model.encode(x, 1.0, 2.0)["y"]
+        enc = codec.compress(y, estimate=True)
+        assert enc["strings"] == model.compress(x, 1.0, 2.0)["strings"]
+        assert torch.equal(codec.decompress(enc["strings"], enc["shape"])["y_hat"], enc["y_hat"])
+        lik = codec(y, training=False)["likelihoods"]
+    assert enc["estimated_bits"][1]["y"] == pytest.approx(float(-torch.log2(lik["y"][1].double()).sum()))
+    with pytest.raises(ValueError, match="one group of strings"):
+        codec.decompress(enc["strings"] * 2, enc["shape"])

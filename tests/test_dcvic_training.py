@@ -151,14 +151,15 @@ def test_grid_betas_are_the_reference_floats():
     """``max * (i / 100)`` in float32, as the reference's ``_sample_beta`` (numpy float32) computes them."""
     import numpy as np
 
-    from src.trainer.dcvic_trainers import sample_grid_betas
+    from src.models.codec.betas import BetaSpace
 
     i = np.arange(101).astype(np.float32)
-    for top in (3.0, 3.5):
+    space = BetaSpace(3.0, 3.5, levels=100)
+    torch.manual_seed(0)
+    drawn = space.sample(5000, True, "cpu")
+    for top, ours in zip((3.0, 3.5), drawn):
         reference = set(torch.Tensor(top * (i / float(100))).tolist())
-        torch.manual_seed(0)
-        ours = set(sample_grid_betas(5000, top, 101, True, "cpu").tolist())
-        assert ours == reference
+        assert set(ours.tolist()) == reference == set(space.grid(top).tolist())
 
 
 def test_toy_fusion_starts_as_the_priors_decoding(photo):
@@ -170,13 +171,13 @@ def test_toy_fusion_starts_as_the_priors_decoding(photo):
     CPU budget undoing it (100 steps at 100% correct codes on a fixed batch: 15.9 dB against the
     prior's 21.2 dB; with the small initialisation 23.2 dB by step 50).
     """
-    from src.trainer.dcvic_trainers import build_dcvic
+    from src.models.codec.loading import build_codec
 
     def fusion_psnr(*extra):
         cfg = load_config(os.path.join(ROOT, "config", "quickstart", "stage1_1.yaml"),
                           [f"subnet.vq_model.ckpt_path={TOY_PRIOR}", *extra])
         torch.manual_seed(0)
-        model = build_dcvic(cfg).eval()
+        model = build_codec(cfg).eval()
         y_hat = model.entropy(model.encode(photo)["y"])["y_hat"]
         with torch.no_grad():
             fused, plain = (model.decode(y_hat, fusion_w=w)["x_hat"] for w in (1.0, 0.0))

@@ -96,6 +96,8 @@ def test_compress_rate_flags_choose_the_header_betas(model_file, images, selecti
     for bad in (["--target_bpp", "0.15"], ["-q", "1", "--beta_rate", "1", "--beta_vq", "1"], ["--beta_rate", "1"]):
         with pytest.raises(SystemExit, match="error: give|needs --selection_csv"):
             run_compress(model_file, images, tmp_path / "bad", *bad)
+    with pytest.raises(SystemExit, match=r"outside the model's range \[0, 3.0\] x \[0, 3.5\]"):
+        run_compress(model_file, images, tmp_path / "bad", "--beta_rate", "3.2", "--beta_vq", "1")
 
 
 def test_compress_output_and_limit_flags(model_file, images, tmp_path):

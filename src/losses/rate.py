@@ -1,33 +1,16 @@
-"""Rate term: bits per pixel from the entropy models' likelihoods."""
+"""Rate term: bits per pixel from the entropy models' likelihoods (computed by
+:func:`src.models.entropy.rate.bpp_from_likelihoods`, re-exported here)."""
 from __future__ import annotations
 
-import math
 from typing import Mapping, Optional, Union
 
 import torch
 from torch import nn
 
+from src.models.entropy.rate import bpp_from_likelihoods
 from src.utils.registry import LOSSES
 
 from .weighting import check_reduction, reduce_batch
-
-
-def bpp_from_likelihoods(likelihoods: Mapping[str, torch.Tensor], num_pixels: int) -> torch.Tensor:
-    """Estimated bits per pixel of each sample: ``sum(-log2 p) / num_pixels``.
-
-    Args:
-        likelihoods: e.g. ``{"y": (N, C, h, w), "z": (N, C, h', w')}`` as a
-            compressai model returns; every entry is summed.
-        num_pixels: H * W of the input image (the padded size is what the model
-            sees during training; at test time use the original size).
-
-    Returns:
-        (N,) tensor of bpp.
-    """
-    if not likelihoods:
-        raise ValueError("likelihoods is empty")
-    bits = sum(-torch.log(p).flatten(1).sum(dim=1) for p in likelihoods.values())
-    return bits / (math.log(2.0) * num_pixels)
 
 
 @LOSSES.register()

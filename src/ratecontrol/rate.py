@@ -13,7 +13,7 @@ from typing import List, Sequence
 
 import torch
 
-from src.models.codec.dcvic import bits_per_pixel
+from src.models.entropy.rate import bpp_from_likelihoods
 from src.ratecontrol.valset import ValSet
 
 log = logging.getLogger(__name__)
@@ -53,12 +53,11 @@ class ModelRateFunction:
         dev = self.model.device
         xx = x.to(dev).repeat(k, 1, 1, 1)
         ii = idx.to(dev).repeat(k, 1, 1)
-        br = torch.tensor(list(betas), device=dev, dtype=torch.float32).repeat_interleave(b)
-        bv = torch.full_like(br, self.beta_vq)
+        br, bv = self.model.beta_space.tensors(torch.tensor(list(betas)).repeat_interleave(b), self.beta_vq,
+                                               k * b, dev)
         y = self.model.encode(xx, br, bv, vq_indices=ii)["y"]
         lik = self.model.entropy(y, training=False)["likelihoods"]
-        n_pix = x.shape[-2] * x.shape[-1]
-        bpp = bits_per_pixel(lik["y"], n_pix) + bits_per_pixel(lik["z"], n_pix)
+        bpp = bpp_from_likelihoods({"y": lik["y"], "z": lik["z"]}, x.shape[-2] * x.shape[-1])
         return bpp.view(k, b).sum(dim=1).double().cpu()
 
     def __call__(self, beta_rates: Sequence[float]) -> List[float]:

@@ -21,32 +21,28 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from src.losses import OASISLoss, build_loss
+from src.losses import OASISLoss, beta_weight, build_loss
 from src.metrics.pixel import ms_ssim, psnr
 from src.models.codec.image_coder import ImageCoder
+from src.models.codec.loading import build_codec
 from src.trainer.base_trainer import BaseTrainer
 from src.trainer.optim import build_optimizer
-from src.utils.registry import MODELS, SUBNETS, TRAINERS
+from src.utils.registry import SUBNETS, TRAINERS
 
 LOSS_NAMES = ("rate_loss", "distortion_loss", "perceptual_loss", "code_distortion_loss", "code_ce_loss",
               "gan_loss")
 
 
-def build_dcvic(cfg) -> nn.Module:
-    """The codec of a config: ``model`` + ``subnet`` sections."""
-    import src.models  # noqa: F401  (fills the registries)
-
-    return MODELS.build(cfg.model.to_dict(), subnet=cfg.subnet.to_dict())
-
-
-def sample_grid_betas(n: int, max_beta: float, levels: int, per_sample: bool, device) -> Tensor:
-    """Betas uniform on ``levels`` equally spaced values in [0, max_beta].
-
-    Computed as the reference does, ``max_beta * (i / (levels - 1))`` in float32, so a beta is the
-    same float as the reference's for the same ``i``.
-    """
-    k = torch.randint(0, levels, (n if per_sample else 1,))
-    return ((k.float() / float(levels - 1)) * max_beta).expand(n).contiguous().to(device)
+def discriminator_config(disc_cfg: dict, space) -> dict:
+    """The discriminator's section with the codec's beta maxima filled in (a section that names
+    its own must agree with the codec's)."""
+    disc_cfg = dict(disc_cfg)
+    for key, value in zip(("max_beta_1", "max_beta_2"), space.maxima):
+        if disc_cfg.get(key) is None:
+            disc_cfg[key] = value
+        elif float(disc_cfg[key]) != value:
+            raise ValueError(f"discriminator.{key} = {disc_cfg[key]} but the codec's beta range ends at {value}")
+    return disc_cfg
 
 
 class RateDistortionVqCodeTrainer(BaseTrainer):
@@ -55,7 +51,7 @@ class RateDistortionVqCodeTrainer(BaseTrainer):
     def build_model(self) -> nn.Module:
         losses = {name: build_loss(self.cfg.loss[name]) for name in LOSS_NAMES if self.cfg.loss.get(name)}
         self.losses = nn.ModuleDict(losses).to(self.device)
-        return build_dcvic(self.cfg)
+        return build_codec(self.cfg)
 
     def build_optimizers(self) -> Dict[str, torch.optim.Optimizer]:
         self.g_params = [p for _, p in self.model.trainable_parameters()]
@@ -82,15 +78,15 @@ class RateDistortionVqCodeTrainer(BaseTrainer):
 
     # -------------------------------------------------------------- loss terms
     def beta_weights(self, beta: Optional[Tensor]) -> Optional[Tensor]:
-        """Per-sample weight of a beta-scaled term (``exp`` policy: e^beta; ``linear``: beta + 1)."""
+        """Per-sample weight of a beta-scaled term, :func:`src.losses.beta_weight` with
+        ``trainer.beta_policy`` (``exp``: e^beta; ``linear``: beta + ``trainer.beta_offset``, 1 by
+        default); the loss's own ``loss_weight`` is the scale."""
         if beta is None:
             return None
         policy = self.cfg.trainer.get("beta_policy", "exp")
-        if policy == "exp":
-            return torch.exp(beta)
-        if policy == "linear":
-            return beta + float(self.cfg.trainer.get("beta_offset", 1.0))
-        raise ValueError(f"trainer.beta_policy must be exp or linear, got {policy!r}")
+        if policy not in ("exp", "linear"):
+            raise ValueError(f"trainer.beta_policy must be exp or linear, got {policy!r}")
+        return beta_weight(beta, policy=policy, offset=float(self.cfg.trainer.get("beta_offset", 1.0)))
 
     def rate_terms(self, out, beta_rate) -> Dict[str, Tensor]:
         return {"rate": self.losses["rate_loss"](out["bpp"], sample_weight=self.beta_weights(beta_rate)).mean()}
@@ -155,36 +151,18 @@ TRAINERS.register()(RateDistortionVqCodeTrainer)
 
 @TRAINERS.register()
 class DualBetaCondRateDistortionVqCodeTrainer(RateDistortionVqCodeTrainer):
-    """Step 1-2: betas drawn per sample (``trainer.sample_beta_batch``) from ``i / n * max`` with
-    ``i = 0..n`` and ``n = model.num_beta_levels`` (default 100, so 101 values, as the reference's
-    ``_sample_beta``); or, with ``model.use_selected_beta_pairs``, from the selected pairs."""
-
-    @property
-    def max_betas(self) -> Tuple[float, float]:
-        enc = self.cfg.subnet.encoder
-        return float(enc.get("max_beta_1") or 3.0), float(enc.get("max_beta_2") or 3.5)
+    """Step 1-2: betas drawn per sample (``trainer.sample_beta_batch``) from the model's
+    :class:`~src.models.codec.betas.BetaSpace`: its grid ``i / n * max``, ``i = 0..n``,
+    ``n = model.num_beta_levels`` (default 100, so 101 values, as the reference's
+    ``_sample_beta``); or, with ``model.use_selected_beta_pairs``, its selected pairs."""
 
     def sample_betas(self, n: int) -> Tuple[Tensor, Tensor]:
-        m = self.cfg.model
         per_sample = bool(self.cfg.trainer.get("sample_beta_batch", True))
-        if m.get("use_selected_beta_pairs"):
-            rates, vqs = torch.tensor(m.selected_beta_rate), torch.tensor(m.selected_beta_vq)
-            idx = torch.randint(0, len(rates), (n if per_sample else 1,)).expand(n)
-            return rates[idx].float().to(self.device), vqs[idx].float().to(self.device)
-        levels = int(m.get("num_beta_levels", 100)) + 1   # the reference's meaning: n intervals, n + 1 values
-        if levels < 2:
-            raise ValueError(f"model.num_beta_levels must be at least 1, got {levels - 1}")
-        max_rate, max_vq = self.max_betas
-        return (sample_grid_betas(n, max_rate, levels, per_sample, self.device),
-                sample_grid_betas(n, max_vq, levels, per_sample, self.device))
+        return self.model.beta_space.sample(n, per_sample, self.device,
+                                            use_selected=bool(self.cfg.model.get("use_selected_beta_pairs")))
 
     def validation_points(self):
-        m = self.cfg.model
-        if m.get("use_selected_beta_pairs"):
-            return [(r, v, f"_pair{i}") for i, (r, v) in enumerate(zip(m.selected_beta_rate, m.selected_beta_vq))]
-        max_rate, max_vq = self.max_betas
-        return [(max_rate, 0.0, "_rmax_vq0"), (max_rate, max_vq, "_rmax_vqmax"),
-                (0.0, 0.0, "_r0_vq0"), (0.0, max_vq, "_r0_vqmax")]
+        return self.model.beta_space.validation_points(bool(self.cfg.model.get("use_selected_beta_pairs")))
 
 
 @TRAINERS.register()
@@ -199,7 +177,8 @@ class DualBetaCondGanDistortionVqCodeTrainer(DualBetaCondRateDistortionVqCodeTra
         model.requires_grad_(False)
         for name in self.TRAINED:
             getattr(model, name).requires_grad_(True)
-        self.discriminator = SUBNETS.build(self.cfg.discriminator.to_dict()).to(self.device)
+        self.discriminator = SUBNETS.build(discriminator_config(self.cfg.discriminator.to_dict(),
+                                                                model.beta_space)).to(self.device)
         self.disc_net = self._wrap_ddp(self.discriminator)
         return model
 

@@ -167,11 +167,12 @@ def _resolve(path: Path, stack: List[Path]) -> dict:
     return _merge(merged, data, path)
 
 
-def _strip_markers(data: Any) -> Any:
+def strip_markers(data: Any) -> Any:
+    """Drop the merge marker ``_delete_`` at every level (mappings and lists)."""
     if isinstance(data, dict):
-        return {k: _strip_markers(v) for k, v in data.items() if k != DELETE_KEY}
+        return {k: strip_markers(v) for k, v in data.items() if k != DELETE_KEY}
     if isinstance(data, list):
-        return [_strip_markers(v) for v in data]
+        return [strip_markers(v) for v in data]
     return data
 
 
@@ -211,7 +212,7 @@ def apply_overrides(cfg: dict, overrides: Iterable[str]) -> dict:
 
 def load_config(path: Union[str, os.PathLike], overrides: Optional[Sequence[str]] = None) -> Config:
     """Resolve ``path`` (with its ``_base_`` chain) and ``overrides`` into a :class:`Config`."""
-    data = _strip_markers(_resolve(Path(path), []))
+    data = strip_markers(_resolve(Path(path), []))
     cfg = Config(data)
     apply_overrides(cfg, overrides or [])
     return cfg

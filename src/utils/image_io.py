@@ -11,7 +11,7 @@ import errno
 import os
 import stat
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -151,3 +151,26 @@ def scan_images(folder: PathLike, recursive: bool = False) -> Tuple[List[Path], 
 def list_images(folder: PathLike, recursive: bool = False) -> List[Path]:
     """Sorted image files directly inside ``folder`` (or anywhere below it with ``recursive``)."""
     return scan_images(folder, recursive)[0]
+
+
+def prepare_image(arr: np.ndarray, size: Optional[int]) -> np.ndarray:
+    """Resize the shorter side to ``size`` (bicubic) and centre-crop ``size x size``; None: as is."""
+    if not size:
+        return arr
+    h, w = arr.shape[:2]
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    if (nh, nw) != (h, w):
+        arr = np.asarray(Image.fromarray(arr).resize((nw, nh), Image.BICUBIC))
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return arr[top:top + size, left:left + size]
+
+
+def iter_images(folder: Path, size: Optional[int] = None,
+                max_images: Optional[int] = None) -> Iterator[Tuple[str, np.ndarray]]:
+    """``(name, H x W x 3 uint8)`` for the images directly inside ``folder`` (sorted)."""
+    files = list_images(folder)
+    if not files:
+        raise FileNotFoundError(f"no images in {folder}")
+    for path in files[:max_images]:
+        yield path.stem, prepare_image(load_rgb(path), size)

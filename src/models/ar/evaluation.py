@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from src.metrics.fid import frechet_distance, gaussian_stats
+from src.utils.image_io import iter_images
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +25,8 @@ log = logging.getLogger(__name__)
 def reference_stats(images, extractor, size: Optional[int] = 256, max_images: Optional[int] = None,
                     batch_size: int = 32) -> Dict[str, Any]:
     """``mu``, ``sigma`` of the Inception features of a folder of images (resized / centre-cropped
-    to ``size`` as :func:`src.tokenizer_tools.prepare_image` does; None keeps whole images, which
+    to ``size`` as :func:`src.utils.image_io.prepare_image` does; None keeps whole images, which
     then go one at a time)."""
-    from src.tokenizer_tools import iter_images
-
     feats, batch = [], []
     for _, arr in iter_images(Path(images), size, max_images):
         batch.append(torch.from_numpy(np.ascontiguousarray(arr)))

@@ -15,15 +15,14 @@ CompressAI contract: ``forward`` (rates from likelihoods), ``compress -> {"strin
 ``decompress -> {"x_hat"}``, ``update()``, ``aux_loss()``. During compress/decompress the entropy
 parameters (h_s, ChARM) are computed on the CPU in exact integer arithmetic with the stored CDF
 tables, so that a stream made on one machine or device decodes bit for bit on any other (see
-``_entropy_on_cpu``).
+``HyperpriorCharmLatentCodec.on_cpu``).
 ``beta_cond=False`` is the unconditioned step-1-1 model.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -35,24 +34,15 @@ from torch import Tensor, nn
 import src.models.codec.transforms  # noqa: F401
 import src.models.codec.vq_modules  # noqa: F401
 import src.models.entropy  # noqa: F401
-from src.models.codec.symbols import SymbolReader, SymbolWriter
+from src.models.codec.betas import BetaSpace
+from src.models.codec.latent_codec import HyperpriorCharmLatentCodec
 from src.models.entropy.buffers import resize_entropy_buffers
-from src.models.entropy.charm import SymbolSource
+from src.models.entropy.rate import bits_per_pixel
+from src.utils.config import strip_markers
 from src.utils.registry import MODELS, SUBNETS
 
 logger = logging.getLogger(__name__)
 ENC_VQ_INPUTS = ("onehot_indices", "norm_indices")
-
-
-def bits_per_pixel(likelihoods: Tensor, num_pixels: int) -> Tensor:
-    """Per-sample bits per pixel, ``-sum(log2 p) / num_pixels`` -> (B,)."""
-    return -torch.log2(likelihoods).flatten(1).sum(dim=1) / num_pixels
-
-
-def _location(m: nn.Module) -> Tuple[torch.device, torch.dtype]:
-    """Device and floating dtype of a module's tensors (CPU float32 when it has none)."""
-    tensors = [t for t in list(m.parameters()) + list(m.buffers()) if t.is_floating_point()]
-    return (tensors[0].device, tensors[0].dtype) if tensors else (torch.device("cpu"), torch.float32)
 
 
 def _window_starts(n: int, win: int, step: int) -> List[int]:
@@ -81,9 +71,7 @@ class DCVIC(nn.Module):
                  hyperdecoder: nn.Module, context_model: nn.Module, entropy_model_z: nn.Module,
                  entropy_model_y: nn.Module, vq_estimator: nn.Module, fusion_module: nn.Module,
                  vq_model: nn.Module, beta_cond: bool = True,
-                 enc_vq_input: str = "onehot_indices",
-                 selected_beta_rate: Optional[Sequence[float]] = None,
-                 selected_beta_vq: Optional[Sequence[float]] = None,
+                 enc_vq_input: str = "onehot_indices", beta_space: Optional[BetaSpace] = None,
                  split_threshold: int = 1024):
         super().__init__()
         if enc_vq_input not in ENC_VQ_INPUTS:
@@ -98,12 +86,20 @@ class DCVIC(nn.Module):
         self.beta_cond = beta_cond
         self.enc_vq_input = enc_vq_input
         self.n_embed = int(vq_model.n_embed)
-        self.selected_beta_rate = list(selected_beta_rate) if selected_beta_rate else None
-        self.selected_beta_vq = list(selected_beta_vq) if selected_beta_vq else None
+        #: maxima, grid and selected pairs of the betas (built from the config saved with the run)
+        self.beta_space = beta_space if beta_space is not None else BetaSpace()
         # eval: images with a side above split_threshold px are decoded in windows
         self.split_threshold, self.split_window, self.split_stride = split_threshold, 512, 256
 
     # -- helpers ------------------------------------------------------------------------------
+    @property
+    def latent_codec(self) -> HyperpriorCharmLatentCodec:
+        """h_a, bottleneck, h_s and ChARM wired as one latent codec (CompressAI's contract). Made on
+        each access from the modules registered here, so the state dict keeps the reference's names
+        and a replaced module is the one used."""
+        return HyperpriorCharmLatentCodec(self.hyperencoder, self.hyperdecoder, self.context_model,
+                                          self.entropy_model_z, self.entropy_model_y)
+
     @property
     def device(self) -> torch.device:
         return next(self.encoder.parameters()).device
@@ -137,25 +133,6 @@ class DCVIC(nn.Module):
         state_dict = remap_old_keys("entropy_model_z", dict(state_dict))
         resize_entropy_buffers(self, state_dict)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
-
-    @contextlib.contextmanager
-    def _entropy_on_cpu(self):
-        """Run h_s, ChARM and both entropy models on the CPU, then move them back.
-
-        When coding, h_s and ChARM compute in exact integer arithmetic (float64 values on a fixed
-        grid, :mod:`src.models.entropy.exact`): the means, scale indices and slice supports are
-        the same bits for any thread count, CPU kernel set, oneDNN setting or encoder device, so
-        the rANS decoder cannot lose step with the encoder. They differ from the float32
-        ``forward``'s by float noise only (rates within 0.01%, see docs/benchmarks.md)."""
-        mods = [self.hyperdecoder, self.context_model, self.entropy_model_z, self.entropy_model_y]
-        where = [_location(m) for m in mods]
-        try:
-            for m in mods:
-                m.to(device="cpu", dtype=torch.float32)
-            yield
-        finally:
-            for m, (dev, dt) in zip(mods, where):
-                m.to(device=dev, dtype=dt)
 
     # -- encoder side -------------------------------------------------------------------------
     @torch.no_grad()
@@ -205,20 +182,9 @@ class DCVIC(nn.Module):
         return {"y": y, "vq_latent": latent, "vq_indices": indices}
 
     def entropy(self, y: Tensor, training: Optional[bool] = None) -> Dict[str, object]:
-        """h_a, bottleneck, h_s and ChARM: -> y_hat, z_hat, likelihoods (and rounded ones)."""
-        training = self.training if training is None else training
-        z = self.hyperencoder(y)
-        z_hat, z_lik = self.entropy_model_z(z, training=training)
-        hyper_out = self.hyperdecoder(z_hat)
-        y_hat, y_lik, y_qlik = self.context_model(y, hyper_out, self.entropy_model_y,
-                                                  training=training, calc_q_likelihood=training)
-        if training:
-            with torch.no_grad():
-                z_qlik = self.entropy_model_z(z, training=False)[1]
-        else:
-            y_qlik, z_qlik = y_lik, z_lik
-        return {"y_hat": y_hat, "z_hat": z_hat, "likelihoods": {"y": y_lik, "z": z_lik},
-                "q_likelihoods": {"y": y_qlik, "z": z_qlik}}
+        """h_a, bottleneck, h_s and ChARM (:attr:`latent_codec`): -> y_hat, z_hat, likelihoods
+        (and those of the rounded latents)."""
+        return self.latent_codec(y, training=self.training if training is None else training)
 
     # -- decoder side -------------------------------------------------------------------------
     def decode(self, y_hat: Tensor, beta_rate=None, beta_vq=None,
@@ -289,60 +255,20 @@ class DCVIC(nn.Module):
 
     # -- bitstream ----------------------------------------------------------------------------
     @torch.no_grad()
-    def compress(self, x: Tensor, beta_rate=None, beta_vq=None,
-                 vq_indices: Optional[Tensor] = None) -> Dict[str, object]:
-        """-> {"strings": [[one string per sample]], "shape": z (h, w), "y_hat": the y_hat the
-        receiver decodes (float32, CPU), "ideal_bits": per sample {"z", "y"}: the code length of
-        its symbols under the coder's tables}. Each string holds z, then the y slices in order
-        (:mod:`src.models.codec.symbols`)."""
+    def compress(self, x: Tensor, beta_rate=None, beta_vq=None, vq_indices: Optional[Tensor] = None,
+                 estimate: bool = False) -> Dict[str, object]:
+        """g_a, then :meth:`HyperpriorCharmLatentCodec.compress`: -> {"strings": [[one string per
+        sample]], "shape": z (h, w), "y_hat": the y_hat the receiver decodes (float32, CPU),
+        "ideal_bits": per sample {"z", "y"}} (+ "estimated_bits" per sample with ``estimate``, the
+        model's own estimate for the same latents, from this pass)."""
         y = self.encode(x, beta_rate, beta_vq, vq_indices)["y"]
-        z = self.hyperencoder(y)
-        writers = [SymbolWriter() for _ in range(x.shape[0])]
-        with self._entropy_on_cpu():
-            y, z = y.float().cpu(), z.float().cpu()
-            y_slices = y.double().chunk(self.context_model.num_slices, dim=1)
-
-            def write(name: str, model: nn.Module, symbols: Tensor, indexes: Tensor) -> Tensor:
-                for b, w in enumerate(writers):
-                    w.write(name, model, symbols[b], indexes[b])
-                return symbols
-
-            y_hat = self._code(tuple(z.shape), lambda idx, med: write(
-                "z", self.entropy_model_z, torch.round(z - med).int(), idx), lambda i, idx, mu: write(
-                "y", self.entropy_model_y, torch.round(y_slices[i] - mu).int(), idx))
-        return {"strings": [[w.flush() for w in writers]], "shape": tuple(z.shape[-2:]),
-                "y_hat": y_hat.float(), "ideal_bits": [w.ideal_bits() for w in writers]}
+        return self.latent_codec.compress(y, estimate=estimate)
 
     @torch.no_grad()
     def decompress_latent(self, strings: Sequence[List[bytes]], shape: Sequence[int]) -> Tensor:
         """Entropy decoding only (on the CPU): strings -> y_hat (float32, on the CPU), the bits
         of ``compress``'s ``y_hat`` on any machine."""
-        if len(strings) != 1:
-            raise ValueError(f"expected one group of strings (one string per sample), got {len(strings)}")
-        readers = [SymbolReader(s) for s in strings[0]]
-        z_shape = (len(readers), self.entropy_model_z.channels, *shape)
-        with self._entropy_on_cpu():
-            def read(model: nn.Module, indexes: Tensor) -> Tensor:
-                return torch.stack([r.read(model, indexes[b]) for b, r in enumerate(readers)])
-
-            y_hat = self._code(z_shape, lambda idx, med: read(self.entropy_model_z, idx),
-                               lambda i, idx, mu: read(self.entropy_model_y, idx))
-        for r in readers:
-            r.finish()
-        return y_hat.float()
-
-    def _code(self, z_shape: Sequence[int], z_symbols: Callable[[Tensor, Tensor], Tensor],
-              y_symbols: SymbolSource) -> Tensor:
-        """The entropy chain of sender and receiver alike: z symbols -> z_hat -> exact h_s ->
-        ChARM slices (exact) -> y_hat (float64). ``z_symbols(indexes, medians)`` and
-        ``y_symbols(i, indexes, mu)`` write or read the symbols; everything else is shared, so the
-        two sides cannot drift apart."""
-        ez = self.entropy_model_z
-        indexes = ez._build_indexes(z_shape)
-        medians = ez._get_medians().detach().reshape(1, -1, 1, 1).expand(z_shape)
-        z_hat = z_symbols(indexes, medians).float() + medians
-        hyper_out = self.hyperdecoder.exact(z_hat)
-        return self.context_model.code(hyper_out, self.entropy_model_y, y_symbols)
+        return self.latent_codec.decompress(strings, shape)["y_hat"]
 
     @torch.no_grad()
     def decompress(self, strings: Sequence[List[bytes]], shape: Sequence[int], beta_rate=None,
@@ -360,18 +286,11 @@ class DCVIC(nn.Module):
 # -- building from the reference config ---------------------------------------------------------
 MODEL_TYPES = {"HyperpriorCharmDualCondVicModel": True, "HyperpriorCharmVicModel": False}
 #: model-section keys that only the trainer reads (beta sampling); the model ignores them.
-TRAINER_KEYS = ("num_beta_levels", "fixed_beta_vq", "use_selected_beta_pairs", "gumbel_kwargs")
-#: published maxima, used when a config leaves max_beta_1/2 null (the reference base config does)
-DEFAULT_MAX_BETAS = {"max_beta_1": 3.0, "max_beta_2": 3.5}
+TRAINER_KEYS = ("fixed_beta_vq", "use_selected_beta_pairs", "gumbel_kwargs")
+#: model-section keys of the beta space (:class:`BetaSpace`)
+BETA_KEYS = ("num_beta_levels", "selected_beta_rate", "selected_beta_vq")
 SUBNET_NAMES = ("encoder", "decoder", "hyperencoder", "hyperdecoder", "context_model",
                 "entropy_model_z", "entropy_model_y", "vq_estimator")
-
-
-def _strip_delete(cfg: Any) -> Any:
-    """Drop the config-merge marker ``_delete_`` at every level."""
-    if isinstance(cfg, Mapping):
-        return {k: _strip_delete(v) for k, v in cfg.items() if k != "_delete_"}
-    return cfg
 
 
 def build_dcvic_from_config(model_cfg: Mapping[str, Any], subnet_cfg: Mapping[str, Any],
@@ -395,23 +314,24 @@ def build_dcvic_from_config(model_cfg: Mapping[str, Any], subnet_cfg: Mapping[st
         if model_cfg.pop(key, False):
             raise NotImplementedError(f"model.{key}=True is not supported "
                                       "(the published models do not use it)")
-    sub = _strip_delete(copy.deepcopy(dict(subnet_cfg)))
+    sub = strip_markers(copy.deepcopy(dict(subnet_cfg)))
     missing = [k for k in SUBNET_NAMES + ("vq_model", "fusion_module") if k not in sub]
     if missing:
         raise KeyError(f"subnet config lacks {missing}")
+    space = BetaSpace.from_config({k: model_cfg.pop(k) for k in BETA_KEYS if k in model_cfg}, sub)
     if beta_cond:
         for name in ("encoder", "decoder"):
-            for key, default in DEFAULT_MAX_BETAS.items():
+            for key, value in zip(("max_beta_1", "max_beta_2"), space.maxima):
                 if sub[name].get(key) is None:
-                    logger.warning("subnet.%s.%s is null; using the published %s", name, key, default)
-                    sub[name][key] = default
+                    logger.warning("subnet.%s.%s is null; using %s", name, key, value)
+                sub[name][key] = value
     vq_cfg = dict(sub["vq_model"])
     if vq_ckpt_path is not None:
         vq_cfg["ckpt_path"] = vq_ckpt_path
     vq_model = build_pretrained_vq_model(**vq_cfg)
     subnets = {name: SUBNETS.build(sub[name]) for name in SUBNET_NAMES}
     subnets["fusion_module"] = SUBNETS.build({"type": "VqDecFusionModule", **sub["fusion_module"]})
-    return DCVIC(**subnets, vq_model=vq_model, beta_cond=beta_cond, **model_cfg)
+    return DCVIC(**subnets, vq_model=vq_model, beta_cond=beta_cond, beta_space=space, **model_cfg)
 
 
 def _model_factory(mtype: str):

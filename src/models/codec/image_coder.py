@@ -22,11 +22,13 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from src.models.codec.betas import BetaSpace, as_float32
 from src.models.codec.bitstream import (BETAS_NONE, BETAS_QUALITY, HEADER_FINGERPRINT_BYTES, MAX_IMAGE_SIDE,
                                         CorruptBitstreamError, StreamCheckError, StreamHeader, check_prefix,
                                         expected_z_shape, header_bytes, model_fingerprint, pack_stream,
                                         stream_check, stream_sizes, unpack_stream)
 from src.models.codec.rans_guard import check_string_size, cheapest_symbol_bits, min_string_bytes
+from src.models.entropy.rate import bits as entropy_bits
 from src.utils.padding import crop_to, pad_to_multiple
 
 PAD_MULTIPLE = 64
@@ -39,11 +41,6 @@ MAX_DECODE_SIDE = 16384
 Y_PER_Z = 4
 
 
-def as_float32(value: Optional[float]) -> float:
-    """The float32 value the stream stores (encoder and decoder must condition on the same number)."""
-    return float(torch.tensor(0.0 if value is None else float(value), dtype=torch.float32))
-
-
 @dataclass
 class EncodedImage:
     data: bytes
@@ -51,6 +48,9 @@ class EncodedImage:
     z_bit: int
     y_bit: int
     num_pixels: int
+    #: the model's estimate for this image (``pred_z_bit``, ``pred_y_bit``, ``pred_bit``), from the
+    #: encoding pass itself, when ``encode(..., estimate=True)``
+    predicted: Optional[Dict[str, float]] = None
 
     @property
     def real_bpp(self) -> float:
@@ -87,25 +87,26 @@ class ImageCoder:
         self.fingerprint = model_fingerprint(model)
         self._symbol_bits = _cheapest_bits(model)
         self._conditioned = bool(getattr(model, "beta_cond", True))
-        # the selected (beta_rate, beta_vq) pairs as float32: quality indexes point into them
-        pairs = zip(getattr(model, "selected_beta_rate", None) or [], getattr(model, "selected_beta_vq", None) or [])
-        self._pairs = [(as_float32(br), as_float32(bv)) for br, bv in pairs]
+        #: the model's betas: quality indexes point into its selected pairs (as float32)
+        self.beta_space: BetaSpace = getattr(model, "beta_space", None) or BetaSpace()
 
     # ----------------------------------------------------------------------------- sender
     @torch.inference_mode()
-    def encode(self, x: Tensor, beta_rate: Optional[float] = None, beta_vq: Optional[float] = None) -> EncodedImage:
+    def encode(self, x: Tensor, beta_rate: Optional[float] = None, beta_vq: Optional[float] = None,
+               estimate: bool = False) -> EncodedImage:
         """``x``: (1, 3, H, W) in [-1, 1] -> framed stream. Betas equal (as float32) to one of the
-        model's selected pairs are sent as its quality index, others as two float32 values."""
+        model's selected pairs are sent as its quality index, others as two float32 values.
+        ``estimate`` also returns the model's bit estimate of the same latents (no second pass)."""
         if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
             raise ValueError(f"expected one RGB image of shape (1, 3, H, W), got {tuple(x.shape)}")
         H, W = x.shape[2:]
         if self._conditioned:
             br, bv = as_float32(beta_rate), as_float32(beta_vq)
-            quality = self._pairs.index((br, bv)) if (br, bv) in self._pairs[:256] else None
+            quality = self.beta_space.quality_of(br, bv)
         else:
             br = bv = quality = None
         xp, _ = pad_to_multiple(x.to(self.device), PAD_MULTIPLE)
-        enc = self.model.compress(xp, *self._betas(br, bv, xp.device))
+        enc = self.model.compress(xp, *self._betas(br, bv, xp.device), **({"estimate": True} if estimate else {}))
         header = StreamHeader(height=H, width=W, beta_rate=None if quality is not None else br,
                               beta_vq=None if quality is not None else bv, quality=quality,
                               fingerprint=self.fingerprint[:HEADER_FINGERPRINT_BYTES])
@@ -114,7 +115,8 @@ class ImageCoder:
         sizes = stream_sizes(data)
         # z and y share one string: z's part is the code length of its symbols under the coder's tables
         z_bit = min(round(enc["ideal_bits"][0]["z"]), sizes["payload_bit"])
-        return EncodedImage(data, sizes["header_bit"], z_bit, sizes["payload_bit"] - z_bit, H * W)
+        predicted = predicted_bits(enc["estimated_bits"][0]) if estimate else None
+        return EncodedImage(data, sizes["header_bit"], z_bit, sizes["payload_bit"] - z_bit, H * W, predicted)
 
     # --------------------------------------------------------------------------- receiver
     def parse(self, data: bytes) -> Tuple[StreamHeader, bytes]:
@@ -177,11 +179,12 @@ class ImageCoder:
         if header.beta_mode == BETAS_NONE:
             raise CorruptBitstreamError("the stream carries no betas; this model is beta-conditioned")
         if header.beta_mode == BETAS_QUALITY:
-            if header.quality >= len(self._pairs):
+            pairs = self.beta_space.selected_float32
+            if header.quality >= len(pairs):
                 raise CorruptBitstreamError(
-                    f"the stream names quality index {header.quality}; this model has {len(self._pairs)} selected "
+                    f"the stream names quality index {header.quality}; this model has {len(pairs)} selected "
                     "beta pairs (load it with the config that defines model.selected_beta_rate / selected_beta_vq)")
-            br, bv = self._pairs[header.quality]
+            br, bv = pairs[header.quality]
             return dataclasses.replace(header, beta_rate=br, beta_vq=bv)
         return header
 
@@ -200,20 +203,15 @@ class ImageCoder:
 
     def _check_betas(self, header: StreamHeader) -> None:
         """Betas outside the range the model was trained on (or NaN) mean a damaged or forged stream."""
-        if not getattr(self.model, "beta_cond", True):
+        if not self._conditioned:
             return
-        decoder = getattr(self.model, "decoder", None)
-        for name, value, embed in (("beta_rate", header.beta_rate, getattr(decoder, "embed_1", None)),
-                                   ("beta_vq", header.beta_vq, getattr(decoder, "embed_2", None))):
-            if embed is not None and not 0.0 <= value <= embed.max_beta:
-                raise CorruptBitstreamError(f"the header's {name} {value} lies outside the model's "
-                                            f"[0, {embed.max_beta}]")
+        for name, value, top in (("beta_rate", header.beta_rate, self.beta_space.max_rate),
+                                 ("beta_vq", header.beta_vq, self.beta_space.max_vq)):
+            if not 0.0 <= value <= top:
+                raise CorruptBitstreamError(f"the header's {name} {value} lies outside the model's [0, {top}]")
 
     def _betas(self, beta_rate: float, beta_vq: float, device) -> Tuple[Optional[Tensor], Optional[Tensor]]:
-        if not getattr(self.model, "beta_cond", True):
-            return None, None
-        return (torch.tensor([beta_rate], dtype=torch.float32, device=device),
-                torch.tensor([beta_vq], dtype=torch.float32, device=device))
+        return model_betas(self.model, beta_rate, beta_vq, device)
 
 
 def _cheapest_bits(model: torch.nn.Module) -> Optional[Tuple[List[float], float, int]]:
@@ -228,18 +226,28 @@ def _cheapest_bits(model: torch.nn.Module) -> Optional[Tuple[List[float], float,
     return z_bits, min(y_bits), int(cm.slice_ch * cm.num_slices)
 
 
+def model_betas(model: torch.nn.Module, beta_rate, beta_vq, device) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+    """(1,) float32 beta tensors on ``device`` from the model's beta space; (None, None) for an
+    unconditioned model."""
+    if not getattr(model, "beta_cond", True):
+        return None, None
+    space = getattr(model, "beta_space", None) or BetaSpace()
+    return space.tensors(as_float32(beta_rate), as_float32(beta_vq), 1, device)
+
+
 def estimated_bits(model: torch.nn.Module, x: Tensor, beta_rate, beta_vq) -> Dict[str, float]:
     """The model's own estimate of z and y bits for ``x`` (rounded latents, padded like the coder)."""
     xp, _ = pad_to_multiple(x, PAD_MULTIPLE)
     with torch.inference_mode():
         device = next(model.parameters()).device
         xp = xp.to(device)
-        br, bv = ((None, None) if not getattr(model, "beta_cond", True) else
-                  (torch.tensor([as_float32(beta_rate)], device=device),
-                   torch.tensor([as_float32(beta_vq)], device=device)))
-        y = model.encode(xp, br, bv)["y"]
+        y = model.encode(xp, *model_betas(model, beta_rate, beta_vq, device))["y"]
         lik = model.entropy(y, training=False)["likelihoods"]
-    bits = {k: float(-torch.log2(v.double()).sum()) for k, v in lik.items()}
+    return predicted_bits({k: float(entropy_bits(v.double()).sum()) for k, v in lik.items()})
+
+
+def predicted_bits(bits: Dict[str, float]) -> Dict[str, float]:
+    """One image's estimated ``{"z", "y"}`` bits -> ``{"pred_z_bit", "pred_y_bit", "pred_bit"}``."""
     return {"pred_z_bit": bits["z"], "pred_y_bit": bits["y"], "pred_bit": bits["z"] + bits["y"]}
 
 
@@ -252,8 +260,6 @@ def ideal_bits(model: torch.nn.Module, x: Tensor, beta_rate, beta_vq) -> Dict[st
     """
     xp, _ = pad_to_multiple(x, PAD_MULTIPLE)
     device = next(model.parameters()).device
-    br, bv = ((None, None) if not getattr(model, "beta_cond", True) else
-              (torch.tensor([as_float32(beta_rate)], device=device), torch.tensor([as_float32(beta_vq)], device=device)))
     with torch.inference_mode():
-        bits = model.compress(xp.to(device), br, bv)["ideal_bits"][0]
+        bits = model.compress(xp.to(device), *model_betas(model, beta_rate, beta_vq, device))["ideal_bits"][0]
     return {"ideal_z_bit": bits["z"], "ideal_y_bit": bits["y"]}

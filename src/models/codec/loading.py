@@ -67,19 +67,8 @@ def has_entropy_tables(model: nn.Module) -> bool:
 
 
 def selected_betas(cfg: Config, quality: float) -> tuple[float, float]:
-    """Beta pair of a (possibly fractional) quality index into ``model.selected_beta_*``.
+    """Beta pair of a (possibly fractional) quality index into the config's selected pairs
+    (:meth:`src.models.codec.betas.BetaSpace.pair`: a fractional index interpolates)."""
+    from src.models.codec.betas import BetaSpace
 
-    Quality q in [0, n-1] picks pair q; a fractional q interpolates linearly between the
-    neighbouring pairs (both betas), so rates between the published points can be asked for.
-    """
-    rates, vqs = cfg.model.get("selected_beta_rate"), cfg.model.get("selected_beta_vq")
-    if not rates or not vqs or len(rates) != len(vqs):
-        raise ValueError("the config has no model.selected_beta_rate / selected_beta_vq lists of equal length; "
-                         "pass --beta_rate and --beta_vq instead")
-    n = len(rates)
-    if not 0 <= quality <= n - 1:
-        raise ValueError(f"quality must be in [0, {n - 1}] for this config, got {quality}")
-    lo = int(quality)
-    hi = min(lo + 1, n - 1)
-    t = quality - lo
-    return (float(rates[lo]) * (1 - t) + float(rates[hi]) * t, float(vqs[lo]) * (1 - t) + float(vqs[hi]) * t)
+    return BetaSpace.from_config(cfg.model, cfg.get("subnet")).pair(quality)

@@ -25,8 +25,9 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from src.models.codec.betas import PUBLISHED_MAX_RATE, PUBLISHED_MAX_VQ
 from src.models.layers import (BetaScaleShift, FourierEncoding, ResidualBottleneckBlocks,
-                               SimplifiedAttention, as_beta_tensor, beta_mlp, down_conv,
+                               SimplifiedAttention, beta_mlp, down_conv,
                                dual_beta_condition, up_conv)
 from src.utils.registry import SUBNETS
 
@@ -46,9 +47,7 @@ class _DualBeta(nn.Module):
         """(B, cond_ch, 1, 1), or None for an unconditioned network."""
         if not self.beta_cond:
             return None
-        b1 = as_beta_tensor(beta_1, ref.shape[0], "beta_rate")
-        b2 = as_beta_tensor(beta_2, ref.shape[0], "beta_vq")
-        return dual_beta_condition(self.embed_1, self.embed_2, self.mlp, b1, b2, ref.device)
+        return dual_beta_condition(self.embed_1, self.embed_2, self.mlp, beta_1, beta_2, ref.shape[0], ref.device)
 
     def _ft(self, i: int, h: Tensor, cond: Optional[Tensor]) -> Tensor:
         return h if cond is None else self.beta_ft_list[i](h, cond)
@@ -59,7 +58,7 @@ class ElicVqEncoder(_DualBeta):
                  block_mid_ch: int = 96, num_blocks: int = 3, res_in_res: bool = False,
                  input_feat_ch: int = 260, proj_init: bool = False, proj_init_std: float = 0.02,
                  proj_pos: str = "conv3", beta_cond: bool = True,
-                 max_beta_1: Optional[float] = 3.0, max_beta_2: Optional[float] = 3.5,
+                 max_beta_1: Optional[float] = PUBLISHED_MAX_RATE, max_beta_2: Optional[float] = PUBLISHED_MAX_VQ,
                  cond_ch: int = 128, L: int = 10, use_pi: bool = False, include_x: bool = True):
         super().__init__()
         if proj_pos != "conv3":
@@ -99,7 +98,7 @@ class ElicFusionDecoder(_DualBeta):
                  in_ch: int = 192, out_ch: int = 3, main_ch: int = 192, block_mid_ch: int = 96,
                  num_blocks: int = 3, use_tanh: bool = False, pixel_shuffle: bool = False,
                  res_in_res: bool = False, beta_cond: bool = True,
-                 max_beta_1: Optional[float] = 3.0, max_beta_2: Optional[float] = 3.5,
+                 max_beta_1: Optional[float] = PUBLISHED_MAX_RATE, max_beta_2: Optional[float] = PUBLISHED_MAX_VQ,
                  cond_ch: int = 128, L: int = 10, use_pi: bool = False, include_x: bool = True,
                  beta_weight_init: bool = False, beta_weight_init_std: float = 0.02):
         super().__init__()

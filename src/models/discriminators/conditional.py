@@ -23,7 +23,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from src.models.layers.conditioning import FourierEncoding, as_beta_tensor, beta_mlp, dual_beta_condition
+from src.models.codec.betas import PUBLISHED_MAX_RATE, PUBLISHED_MAX_VQ
+from src.models.layers.conditioning import FourierEncoding, beta_mlp, dual_beta_condition
 from src.utils.registry import SUBNETS
 
 from .patchgan import PatchGANDiscriminator, init_weights
@@ -39,7 +40,8 @@ class DualBetaPatchGANDiscriminator(PatchGANDiscriminator):
 
     Args:
         input_nc: 3 + ``cond_ch`` (checked).
-        max_beta_1, max_beta_2: the largest beta_rate and beta_vq (3.0 and 3.5 as published).
+        max_beta_1, max_beta_2: the largest beta_rate and beta_vq, the codec's (``DCVIC.beta_space``;
+            the trainer fills them in when the config leaves them out); the published ones by default.
         L, use_pi, include_x: Fourier encoding of each beta (:class:`FourierEncoding`).
         cond_ch: width of the beta MLP and number of beta channels.
         norm / norm_type: ours (``batch``, ``actnorm``, ``none``) or the reference's spelling
@@ -51,7 +53,7 @@ class DualBetaPatchGANDiscriminator(PatchGANDiscriminator):
 
     def __init__(self, input_nc: int = 11, ndf: int = 64, n_layers: int = 3, out_nc: int = 1,
                  keep_shape: bool = False, norm: Optional[str] = None, norm_type: Optional[str] = None,
-                 use_actnorm: Optional[bool] = None, max_beta_1: float = 3.0, max_beta_2: float = 3.5,
+                 use_actnorm: Optional[bool] = None, max_beta_1: float = PUBLISHED_MAX_RATE, max_beta_2: float = PUBLISHED_MAX_VQ,
                  L: int = 10, cond_ch: int = 8, use_pi: bool = False, include_x: bool = True,
                  weight_init: bool = True):
         if norm is not None and norm_type is not None:
@@ -72,9 +74,7 @@ class DualBetaPatchGANDiscriminator(PatchGANDiscriminator):
 
     def beta_maps(self, beta_rate, beta_vq, batch: int, height: int, width: int, device) -> Tensor:
         """Betas (floats or (B,) tensors) -> (B, cond_ch, height, width) learned condition maps."""
-        br = as_beta_tensor(beta_rate, batch, "beta_rate")
-        bv = as_beta_tensor(beta_vq, batch, "beta_vq")
-        cond = dual_beta_condition(self.embed_1, self.embed_2, self.mlp, br, bv, device)
+        cond = dual_beta_condition(self.embed_1, self.embed_2, self.mlp, beta_rate, beta_vq, batch, device)
         return cond.expand(-1, -1, height, width)
 
     def forward(self, x: Tensor, beta_rate=None, beta_vq=None) -> Tensor:

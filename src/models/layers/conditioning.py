@@ -44,28 +44,39 @@ class FourierEncoding:
         return 2 * self.L + 1 if self.include_x else 2 * self.L
 
     def __call__(self, beta: Tensor) -> Tensor:
-        """beta (B,) float32 -> features (B, out_ch) on the CPU."""
+        """beta (B,) float32 -> features (B, out_ch), on beta's device."""
         if beta.ndim != 1:
             raise ValueError(f"beta must be a 1-D tensor (one value per sample), "
                              f"got {tuple(beta.shape)}")
-        beta = beta.detach().float().cpu()
+        beta = beta.detach().float()
         if beta.min() < 0 or beta.max() > self.max_beta:
             raise ValueError(f"beta must lie in [0, {self.max_beta}], got {beta.tolist()}")
-        freq = torch.pow(torch.tensor([2.0]), torch.arange(self.L)).unsqueeze(0)  # (1, L)
+        freq = torch.pow(torch.tensor([2.0], device=beta.device),
+                         torch.arange(self.L, device=beta.device)).unsqueeze(0)  # (1, L)
         if self.use_pi:
             freq = freq * math.pi
-        v = ((beta / self.max_beta - 0.5) * 2).unsqueeze(1)  # (B, 1) in [-1, 1]
+        v = normalise(beta, self.max_beta).unsqueeze(1)  # (B, 1) in [-1, 1]
         feats = [torch.sin(v * freq), torch.cos(v * freq)]
         if self.include_x:
             feats.insert(0, v)
         return torch.cat(feats, dim=1)
 
 
-def as_beta_tensor(beta: Optional[BetaLike], batch: int, name: str) -> Tensor:
-    """A float, 0-d or (B,) tensor -> (B,) float32 CPU tensor (a scalar is repeated)."""
+def normalise(beta: Tensor, max_beta: float) -> Tensor:
+    """``[0, max_beta] -> [-1, 1]``, written as the reference writes it (same float32 bits)."""
+    return (beta / max_beta - 0.5) * 2
+
+
+def as_beta_tensor(beta: Optional[BetaLike], batch: int, name: str,
+                   device: Union[str, torch.device, None] = None) -> Tensor:
+    """A float, 0-d or (B,)/(1,) tensor -> (B,) float32 tensor on ``device`` (a tensor's own
+    device when None, the CPU for a number), built there without a round trip through the host."""
     if beta is None:
         raise ValueError(f"{name} is required by the beta-conditioned model")
-    t = torch.as_tensor(beta, dtype=torch.float32).detach().cpu()
+    if torch.is_tensor(beta):
+        t = beta.detach().to(device=device if device is not None else beta.device, dtype=torch.float32)
+    else:
+        t = torch.as_tensor(beta, dtype=torch.float32, device=device)
     if t.ndim == 0:
         t = t.expand(batch)
     if t.ndim != 1 or t.shape[0] not in (1, batch):
@@ -79,9 +90,12 @@ def beta_mlp(in_ch: int, cond_ch: int) -> nn.Sequential:
 
 
 def dual_beta_condition(enc_1: FourierEncoding, enc_2: FourierEncoding, mlp: nn.Module,
-                        beta_1: Tensor, beta_2: Tensor, device: torch.device) -> Tensor:
-    """Both betas -> conditioning vector (B, cond_ch, 1, 1) on ``device``."""
-    feats = torch.cat([enc_1(beta_1), enc_2(beta_2)], dim=1).to(device)
+                        beta_1: BetaLike, beta_2: BetaLike, batch: int, device: torch.device) -> Tensor:
+    """Both betas (floats or (B,) tensors) -> conditioning vector (B, cond_ch, 1, 1) on ``device``
+    (the betas are built there, never moved through the host)."""
+    b1 = as_beta_tensor(beta_1, batch, "beta_rate", device)
+    b2 = as_beta_tensor(beta_2, batch, "beta_vq", device)
+    feats = torch.cat([enc_1(b1), enc_2(b2)], dim=1)
     return mlp(feats)[:, :, None, None]
 
 
