@@ -8,8 +8,12 @@ A trainer subclass supplies four things:
   backward passes through :meth:`optimize`, so the order of G/D/aux updates is visible
 * ``validate(it)``        -> ``{name: float}`` (optional; runs every ``eval_step``)
 
-The base owns everything else: devices and DDP, data, seeds, lr schedules, logging,
-checkpoints (atomic, keep policy, auto-resume, loading a previous step), signals.
+The base owns everything else: devices and DDP, data, seeds, lr schedules, logging (scalars
+averaged over the ranks), checkpoints (atomic, keep policy, auto-resume or resume at a given
+iteration, loading a previous step), signals, and gradient accumulation: with
+``grad_accum_steps: N`` one iteration runs ``train_step`` on N batches, :meth:`optimize`
+back-propagates ``loss / N`` each time and steps the optimizer after the last one (an
+iteration then sees ``N * batch_size`` images per rank; the schedules count iterations).
 """
 from __future__ import annotations
 
@@ -43,13 +47,22 @@ log = logging.getLogger(__name__)
 MAX_SKIPPED_STEPS = 5
 
 
+def mean_logs(rows: list) -> Dict[str, float]:
+    """Per key, the mean of the micro-batches' logged scalars (one row: returned as is)."""
+    if len(rows) == 1:
+        return rows[0]
+    keys = dict.fromkeys(k for row in rows for k in row)
+    return {k: sum(float(r[k]) for r in rows if k in r) / sum(k in r for r in rows) for k in keys}
+
+
 class NonFiniteLossError(FloatingPointError):
     """A loss term became NaN or infinite; the step was not applied."""
 
 
 class BaseTrainer:
     def __init__(self, cfg: Config, exp_name: str, device: str = "cpu", use_wandb: bool = False,
-                 debug: bool = False, auto_resume: bool = True, dry_run: bool = False):
+                 debug: bool = False, auto_resume: bool = True, dry_run: bool = False,
+                 load_from: Optional[int] = None):
         self.cfg = cfg
         self.exp_name = exp_name
         self.debug = debug
@@ -62,6 +75,10 @@ class BaseTrainer:
 
         self.amp, self.amp_dtype = self._amp_setting(cfg)
         self.channels_last = bool(cfg.get("channels_last", False))
+        self.accum_steps = int(cfg.get("grad_accum_steps", 1) or 1)
+        if self.accum_steps < 1:
+            raise ValueError(f"grad_accum_steps must be >= 1, got {self.accum_steps}")
+        self._micro = 0   # index of the current micro-batch within the iteration
         self.model = self.build_model().to(self.device)
         self.net = self._wrap_ddp(self.model)
         self.optimizers = self.build_optimizers()
@@ -77,7 +94,11 @@ class BaseTrainer:
         self._skipped_steps: Dict[str, int] = {}
         if self.is_main and not dry_run:
             remove_stale_temporaries(checkpoint_path(cfg.get("ckpt_dir", "./checkpoint"), exp_name, 0).parent)
-        resumed = auto_resume and not dry_run and self._resume()
+        if load_from is not None:
+            self._resume(at=int(load_from))   # --load_from ITER: this checkpoint, or an error
+            resumed = True
+        else:
+            resumed = auto_resume and not dry_run and self._resume()
         if not resumed and cfg.get("load_checkpoint"):
             self._load_previous_step(cfg.load_checkpoint)
         self.train_loader = self._build_loader()
@@ -123,16 +144,20 @@ class BaseTrainer:
         try:
             while it < total and self._stop_signal is None:
                 t0 = time.perf_counter()
-                batch = self._to_device(next(data_iter))
-                t1 = time.perf_counter()
                 self.model.train()
-                logs = self.train_step(batch, it)
-                self._step_schedulers()
+                micro_logs = []
+                for self._micro in range(self.accum_steps):
+                    t1 = time.perf_counter()
+                    batch = self._to_device(next(data_iter))
+                    data_time += time.perf_counter() - t1
+                    micro_logs.append(self.train_step(batch, it))
+                logs = mean_logs(micro_logs)
+                self._step_schedulers(it)
                 it += 1
-                t2 = time.perf_counter()
-                data_time, step_time = data_time + (t1 - t0), step_time + (t2 - t0)
+                step_time += time.perf_counter() - t0
                 pbar.update(1)
                 if it % log_step == 0 or it == total:
+                    logs = dist.all_reduce_scalars(logs)   # every rank takes part; rank 0 logs
                     logs["lr"] = self.optimizers["g"].param_groups[0]["lr"] if "g" in self.optimizers else 0.0
                     logs["data_share"] = data_time / max(step_time, 1e-9)
                     self._log(logs, it, pbar)
@@ -155,14 +180,27 @@ class BaseTrainer:
         return it
 
     # ----------------------------------------------------------- step helpers
-    def _step_schedulers(self) -> None:
-        """Advance every schedule by one iteration. Schedules count iterations, not optimizer steps, so
-        an optimizer that has not stepped yet (D before ``disc_start``, a skipped non-finite step) is
-        still on schedule when it starts; torch's warning about that order is silenced here only."""
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before "
-                                    r"`optimizer\.step\(\)`", category=UserWarning)
-            for scheduler in self.schedulers.values():
+    def schedule_start(self, name: str) -> Optional[int]:
+        """The iteration from which optimizer ``name``'s schedule advances, after its optimizer has
+        stepped (a GAN trainer returns ``disc_start`` for its discriminator), or None: the schedule
+        counts every iteration from 0 (the default)."""
+        return None
+
+    def _step_schedulers(self, it: int) -> None:
+        """Advance the schedules after iteration ``it``. A schedule with a :meth:`schedule_start`
+        advances from that iteration on, right after its optimizer's step. The others count
+        iterations, not optimizer steps, so an optimizer that has not stepped yet (a D that starts
+        late, a skipped non-finite step) is still on schedule when it starts; torch's warning about
+        that order is silenced for those only."""
+        for name, scheduler in self.schedulers.items():
+            start = self.schedule_start(name)
+            if start is not None:
+                if it >= start:
+                    scheduler.step()
+                continue
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before "
+                                        r"`optimizer\.step\(\)`", category=UserWarning)
                 scheduler.step()
 
     def _amp_setting(self, cfg: Config):
@@ -189,11 +227,16 @@ class BaseTrainer:
                 raise NonFiniteLossError(f"loss term '{name}' is {value.detach().float().mean().item()}")
 
     def optimize(self, name: str, loss: torch.Tensor, params: Optional[Iterable[nn.Parameter]] = None,
-                 clip: Optional[float] = None) -> None:
-        """zero_grad -> backward -> (unscale, clip) -> step, for optimizer ``name``."""
+                 clip: Optional[float] = None) -> bool:
+        """zero_grad -> backward -> (unscale, clip) -> step, for optimizer ``name``; True when the
+        optimizer stepped. With gradient accumulation the gradients of ``loss / grad_accum_steps``
+        add up over the iteration's micro-batches and only the last one steps."""
         opt, scaler = self.optimizers[name], self.scalers[name]
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        if self._micro == 0:
+            opt.zero_grad(set_to_none=True)
+        scaler.scale(loss / self.accum_steps if self.accum_steps > 1 else loss).backward()
+        if self._micro < self.accum_steps - 1:
+            return False
         params = list(params) if params is not None else [p for g in opt.param_groups for p in g["params"]]
         if clip:
             scaler.unscale_(opt)
@@ -209,10 +252,11 @@ class BaseTrainer:
             if skipped >= MAX_SKIPPED_STEPS:
                 raise NonFiniteLossError(f"optimizer {name}: {skipped} steps in a row had non-finite gradients; "
                                          "the last good checkpoint is kept")
-            return
+            return False
         self._skipped_steps[name] = 0
         scaler.step(opt)
         scaler.update()
+        return True
 
     def save_samples(self, it: int, images: Dict[str, torch.Tensor]) -> None:
         """Write ``{name: 3xHxW in [-1,1]}`` under ``samples/iter_<it>/`` and to wandb (not in a dry run)."""
@@ -249,9 +293,23 @@ class BaseTrainer:
         dist.barrier()
         return path
 
-    def _resume(self) -> bool:
-        """Resume from the newest readable checkpoint (a corrupt newer one is skipped with a warning)."""
+    def _resume(self, at: Optional[int] = None) -> bool:
+        """Resume from the newest readable checkpoint (a corrupt newer one is skipped with a warning),
+        or, with ``at``, from the checkpoint of that iteration: model, EMA, discriminator, optimizers,
+        schedules, RNG and data position, so the run continues as the original one did. Checkpoints
+        after ``at`` are replaced (and pruned by the keep policy) as the run passes them."""
         found = list_checkpoints(self.cfg.get("ckpt_dir", "./checkpoint"), self.exp_name)
+        if at is not None:
+            if at not in found:
+                folder = Path(self.cfg.get("ckpt_dir", "./checkpoint")) / self.exp_name / "model"
+                have = ", ".join(str(k) for k in found) or "none"
+                raise FileNotFoundError(f"--load_from {at}: experiment {self.exp_name!r} has no checkpoint of "
+                                        f"iteration {at} in {folder} (iterations there: {have})")
+            later = [k for k in found if k > at]
+            if later:
+                log.warning("resuming at iteration %d; the later checkpoints %s will be replaced or pruned as the "
+                            "run passes them", at, later)
+            found = {at: found[at]}
         if not found:
             return False
         for it in sorted(found, reverse=True):
@@ -330,7 +388,7 @@ class BaseTrainer:
         dataset = build_dataset(dcfg.train_dataset, train=True)
         batch = int(dcfg.batch_size)
         sampler = ResumableSampler(len(dataset), seed=int(self.cfg.get("seed", 0)),
-                                   start_position=self.start_iter * batch * dist.world_size(),
+                                   start_position=self.start_iter * self.accum_steps * batch * dist.world_size(),
                                    rank=dist.rank(), world_size=dist.world_size())
         workers = int(dcfg.get("num_workers", 0))
         g = torch.Generator()

@@ -15,7 +15,9 @@ weight is ``gain`` alone. The quantizer is chosen by the model's ``quantizer`` o
 trainer covers VQGAN, CVQ-VAE, FSQ and LFQ; each quantizer's own loss is ``QuantizerOutput.loss``.
 
 With ``trainer.ema_decay`` an exponential moving average of the generator weights is kept, saved
-as ``ema_model`` (same keys as ``comp_model``) and used for validation.
+as ``ema_model`` (same keys as ``comp_model``) and used for validation. The generator's learning-rate
+schedule counts iterations from 0, the discriminator's from ``disc_start`` (its warm-up and
+milestones are relative to the iteration D starts).
 """
 from __future__ import annotations
 
@@ -119,6 +121,10 @@ class VQGANTrainer(BaseTrainer):
         if self.ema is not None:
             self.ema.model.load_state_dict(self.model.state_dict())
 
+    def schedule_start(self, name: str) -> Optional[int]:
+        """G's schedule counts from iteration 0, D's from ``disc_start`` (its first step)."""
+        return self.disc_start if name == "d" else 0
+
     def checkpoint_modules(self) -> Dict[str, nn.Module]:
         modules = {"comp_model": self.model, "discriminator": self.discriminator}
         if self.ema is not None:
@@ -146,8 +152,8 @@ class VQGANTrainer(BaseTrainer):
             terms["gan"] = weight * self.disc_factor * g_adv
             logs.update(g_adv=g_adv.item(), gan_weight=weight.item())
         self.check_finite(terms)
-        self.optimize("g", sum(terms.values()), self.g_params, self.cfg.optim.get("clip_max_norm"))
-        if self.ema is not None:
+        stepped = self.optimize("g", sum(terms.values()), self.g_params, self.cfg.optim.get("clip_max_norm"))
+        if self.ema is not None and stepped:
             self.ema.update(self.model)
 
         # D: real and detached fake in one pass (no batch statistics with ActNorm), hinge loss
