@@ -122,6 +122,9 @@ def load_tokenizer(ckpt_path: str, config: Optional[str] = None, use_ema: bool =
         state = vq_state_dict(ckpt)
     if not model_cfg:
         raise ValueError(f"{ckpt_path} holds no config: pass --config with a 'model' section")
+    from src.models.tokenizers.teachers import require_teachers
+
+    require_teachers(model_cfg, train=False)   # a Cluster tokenizer encodes with its teacher
     model = MODELS.build(model_cfg)
     load_model_state(model, state, strict=True, source=str(ckpt_path))
     return model.to(device).eval()

@@ -35,6 +35,7 @@ import src.models.ar  # noqa: F401  (LlamaC2I, TokenDataset)
 import src.models.tokenizers  # noqa: F401  (VQKD, ClusterTokenizer, PixelDecoder)
 from src.models.ar.data import collate_tokens
 from src.models.ar.sampling import sample
+from src.models.tokenizers.teachers import require_teachers
 from src.models.vq.quantizers import usage_from_counts
 from src.trainer.base_trainer import BaseTrainer
 from src.trainer.optim import build_optimizer
@@ -74,6 +75,7 @@ class FeatureTokenizerTrainer(BaseTrainer):
     ``optim.g_optimizer`` (ignored when the model has no trainable parameters)."""
 
     def build_model(self) -> nn.Module:
+        require_teachers(self.cfg.model, train=True)   # before a ViT-B student is built
         return MODELS.build(self.cfg.model.to_dict())
 
     def _wrap_ddp(self, model: nn.Module) -> nn.Module:
@@ -127,6 +129,7 @@ class PixelDecoderTrainer(VQGANTrainer):
             if not tok_cfg:
                 raise ValueError(f"{path} holds no config; give the tokenizer's section as model.tokenizer")
             self.cfg.model.tokenizer = tok_cfg  # saved with the run: its checkpoints rebuild alone
+        require_teachers(self.cfg.model, train=True)   # a frozen Cluster tokenizer encodes with its teacher
         model = super().build_model()
         strict = bool(self.cfg.get("tokenizer_strict", True))
         load_model_state(model.tokenizer, state, strict=strict, source=f"{path}:comp_model")

@@ -1,0 +1,212 @@
+"""Training features of the tokenizer recipes at toy width on CPU: the cosine schedule, gradient
+accumulation, resuming at a given iteration, the discriminator's schedule, metrics averaged over ranks."""
+import math
+import os
+import warnings
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import src.models  # noqa: F401  (fills MODELS / SUBNETS)
+from src.trainer.optim import WarmupCosine, build_scheduler
+from src.trainer.tokenizer_trainer import VQGANTrainer
+from src.utils import dist as tdist
+from src.utils.checkpoint import list_checkpoints
+from tests.test_tokenizer_training import recording, small_photos, tiny_cfg  # noqa: F401  (fixture)
+
+
+def lrs(sched_cfg, n, lr=1.0):
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    sched = build_scheduler(opt, sched_cfg)
+    out = []
+    for _ in range(n):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_cosine_schedule_values():
+    got = lrs({"type": "CosineLR", "total_iters": 10, "warmup_iters": 2, "warmup_factor": 0.0,
+               "min_factor": 0.1}, 14, lr=2.0)
+    assert got[0] == 0.0 and got[1] == pytest.approx(1.0)              # linear warm-up 0 -> 2
+    assert got[2] == pytest.approx(2.0)                                 # peak right after the warm-up
+    # half-way through the decay (it 6 of 2..10): the mid-point of 2.0 and 0.2
+    assert got[6] == pytest.approx(0.2 + 1.8 * 0.5)
+    assert got[4] == pytest.approx(0.2 + 1.8 * 0.5 * (1 + math.cos(math.pi * 2 / 8)))
+    assert got[10:] == pytest.approx([0.2] * 4)                         # held at min_factor after total_iters
+    assert all(a >= b for a, b in zip(got[2:], got[3:]))                # monotone decay
+    assert WarmupCosine(100)(0) == 1.0 and WarmupCosine(100)(100) == 0.0
+
+
+def test_cosine_schedule_rejects_bad_sections():
+    with pytest.raises(KeyError, match="total_iters"):
+        lrs({"type": "CosineLR", "warmup_iters": 2}, 1)
+    with pytest.raises(ValueError, match="must exceed warmup_iters"):
+        lrs({"type": "CosineLR", "total_iters": 5, "warmup_iters": 5}, 1)
+    with pytest.raises(KeyError, match="milestones"):
+        lrs({"type": "CosineLR", "total_iters": 5, "milestones": [2]}, 1)
+
+
+SGD = ["optim.g_optimizer={type: SGD, lr: 0.5}", "trainer.disc_start=1000", "trainer.ema_decay=null"]
+
+
+def test_gradient_accumulation_equals_a_larger_batch(tmp_path, small_photos):
+    """Two micro-batches of 2 step the generator exactly as one batch of 4 (plain SGD: the update
+    is the gradient itself)."""
+    torch.manual_seed(0)
+    images = torch.rand(4, 3, 32, 32) * 2 - 1
+    big = VQGANTrainer(tiny_cfg("vqgan", tmp_path, small_photos, *SGD), exp_name="big", device="cpu")
+    acc = VQGANTrainer(tiny_cfg("vqgan", tmp_path, small_photos, *SGD, "+grad_accum_steps=2"),
+                       exp_name="acc", device="cpu")
+    assert acc.accum_steps == 2
+    acc.model.load_state_dict(big.model.state_dict())
+    before = {k: v.clone() for k, v in big.model.state_dict().items()}
+    big.model.train(), acc.model.train()
+    big.train_step({"image": images}, 0)
+    for acc._micro, part in enumerate((images[:2], images[2:])):
+        acc.train_step({"image": part}, 0)
+    changed = 0
+    for name, p in big.model.named_parameters():
+        q = dict(acc.model.named_parameters())[name]
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
+        changed += not torch.equal(p, before[name])
+    assert changed > 10                                                   # the step did move the weights
+
+
+def test_gradient_accumulation_in_the_loop(tmp_path, small_photos):
+    """The loop feeds N batches per iteration, steps once per iteration and logs their mean."""
+    cfg = tiny_cfg("vqgan", tmp_path, small_photos, *SGD, "+grad_accum_steps=3", "total_iter=2", "save_step=2")
+    trainer = VQGANTrainer(cfg, exp_name="acc_loop", device="cpu")
+    logs = recording(trainer)
+    steps = []
+    trainer.optimizers["g"].register_step_post_hook(lambda *a: steps.append(1))
+    assert trainer.train() == 2
+    assert len(logs) == 6 and len(steps) == 2
+
+
+def test_load_from_resumes_bit_identically(tmp_path, small_photos):
+    """A run resumed with --load_from 2 (EMA, D, optimizers, RNG, data position) ends where an
+    uninterrupted run ends, bit for bit, though a later checkpoint (4) exists."""
+    opts = ["dataset.train_dataset.image_size=32", "total_iter=4", "save_step=2", "keep_step=[2, 4]",
+            "trainer.disc_start=1", "trainer.ema_decay=0.5", "optim.d_scheduler={type: LinearWarmupScheduler, "
+            "warmup_iters: 3}"]
+    straight = VQGANTrainer(tiny_cfg("vqgan", tmp_path, small_photos, *opts), exp_name="run", device="cpu")
+    assert straight.train() == 4
+    assert sorted(list_checkpoints(tmp_path, "run")) == [2, 4]
+    want = {n: {k: v.clone() for k, v in m.state_dict().items()} for n, m in straight.checkpoint_modules().items()}
+    want_d_lr = straight.optimizers["d"].param_groups[0]["lr"]
+
+    resumed = VQGANTrainer(tiny_cfg("vqgan", tmp_path, small_photos, *opts), exp_name="run", device="cpu",
+                           load_from=2)
+    assert resumed.start_iter == 2
+    assert resumed.train() == 4
+    got = {n: m.state_dict() for n, m in resumed.checkpoint_modules().items()}
+    assert set(got) == {"comp_model", "discriminator", "ema_model"}
+    for name in want:
+        assert all(torch.equal(want[name][k], got[name][k]) for k in want[name]), name
+    assert resumed.optimizers["d"].param_groups[0]["lr"] == want_d_lr
+
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint of iteration 3 .*iterations there: 2, 4"):
+        VQGANTrainer(tiny_cfg("vqgan", tmp_path, small_photos, *opts), exp_name="run", device="cpu", load_from=3)
+
+
+def test_discriminator_schedule_starts_at_disc_start_without_order_warning(tmp_path, small_photos):
+    """D's warm-up begins when D does; torch's 'lr_scheduler.step() before optimizer.step()' never fires."""
+    cfg = tiny_cfg("vqgan", tmp_path, small_photos, "total_iter=5", "save_step=100", "trainer.disc_start=2",
+                   "optim.d_scheduler={type: LinearWarmupScheduler, warmup_iters: 2, warmup_factor: 0.0}",
+                   "optim.d_optimizer.lr=0.1")
+    trainer = VQGANTrainer(cfg, exp_name="dsched", device="cpu")
+    d_lrs = []
+    step = trainer.train_step
+    trainer.train_step = lambda batch, it: d_lrs.append(trainer.optimizers["d"].param_groups[0]["lr"]) or step(batch, it)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+    assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]
+    # iterations 0, 1: D off, its schedule waits at factor 0; 2: D's first step at warm-up factor 0;
+    # 3: half-way; 4: full lr
+    assert d_lrs == pytest.approx([0.0, 0.0, 0.0, 0.05, 0.1])
+
+
+def _reduce_worker(rank, world, init_file, out):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        logs = {"loss": float(rank + 1), "psnr": 10.0 * rank}
+        if rank == 1:
+            logs["gan"] = 4.0             # a term only this rank logged
+        out[rank] = tdist.all_reduce_scalars(logs)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_all_reduce_scalars_two_gloo_ranks(tmp_path):
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_reduce_worker, args=(2, str(tmp_path / "init"), out), nprocs=2, join=True)
+        results = dict(out)
+    for rank in (0, 1):
+        assert results[rank] == {"loss": 1.5, "psnr": 5.0, "gan": 4.0}
+
+
+def test_all_reduce_scalars_one_process_is_identity():
+    assert tdist.all_reduce_scalars({"a": 1.0, "n": 3, "name": "x"}) == {"a": 1.0, "n": 3.0}
+
+
+# ---------------------------------------------------------------- fail fast: teachers before the model
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """An empty Hugging Face cache and no hub: a timm teacher's weights are missing."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+
+
+def refuse_builds(monkeypatch):
+    from src.utils.registry import MODELS
+
+    def no_build(*a, **k):
+        raise AssertionError("the model was built before the teacher was checked")
+
+    monkeypatch.setattr(MODELS, "build", no_build)
+
+
+def test_vqkd_trainer_refuses_a_missing_teacher_before_building(tmp_path, small_photos, offline_hub, monkeypatch):
+    from src.models.tokenizers.teachers import TeacherUnavailable
+    from src.trainer.zoo_trainers import FeatureTokenizerTrainer
+    from src.utils.config import load_config
+
+    cfg = load_config("config/tokenizer/vqkd/quickstart_vqkd.yaml",
+                      [f"ckpt_dir={tmp_path}", f"dataset.train_dataset.root_dir={small_photos}", "eval_step=null",
+                       "model.teacher={name: clip_vit_b16, weights: null}", "model.encoder.dim=768",
+                       "model.encoder.depth=12", "model.encoder.num_heads=12"])   # a ViT-B student
+    refuse_builds(monkeypatch)
+    with pytest.raises(TeacherUnavailable) as e:
+        FeatureTokenizerTrainer(cfg, exp_name="vqkd", device="cpu", auto_resume=False)
+    text = str(e.value)
+    assert "model.teacher" in text and "vit_base_patch16_clip_224.openai" in text
+    assert str(tmp_path / "hf" / "hub") in text and "before building the model" in text
+
+
+def test_cluster_tokenizer_inside_a_checkpoint_needs_its_teacher_to_load(tmp_path, offline_hub, monkeypatch):
+    """A pixel decoder on a Cluster tokenizer encodes with the teacher: loading it checks first; a
+    VQ-KD decodes without one and is not refused."""
+    from src.models.tokenizers.teachers import TeacherUnavailable
+    from src.tokenizer_tools import load_tokenizer
+    from src.utils.preflight import needed_teachers
+
+    clip = {"name": "clip_vit_b16", "weights": None}
+    cluster = {"type": "ClusterTokenizer", "teacher": clip, "codebook_size": 8}
+    decoder = {"type": "PixelDecoder", "tokenizer": cluster, "ddconfig": {}}
+    assert [k for k, _ in needed_teachers(decoder, train=True)] == ["model.tokenizer.teacher"]
+    vqkd = {"type": "VQKD", "teacher": clip}
+    assert [k for k, _ in needed_teachers(vqkd, train=True)] == ["model.teacher"]
+    assert list(needed_teachers(vqkd, train=False)) == []
+    assert list(needed_teachers({"type": "PixelDecoder", "tokenizer": vqkd}, train=True)) == []
+
+    path = tmp_path / "decoder.pth.tar"
+    torch.save({"comp_model": {}, "config": {"model": decoder}}, path)
+    refuse_builds(monkeypatch)
+    with pytest.raises(TeacherUnavailable, match="model.tokenizer.teacher"):
+        load_tokenizer(str(path))
