@@ -154,60 +154,121 @@ def tokenize_folder(model, images: Path, out_dir: Path, size: Optional[int] = No
 
 # ----------------------------------------------------------------------------- evaluation
 class _OptionalMetric:
-    """Build a learned metric, or remember why it is skipped (weights missing offline)."""
+    """Build a learned metric, or remember why it is skipped (weights missing offline). With a
+    ``networks`` dict (a sweep over checkpoints) each network is built, or found missing, once."""
 
-    def __init__(self, name: str, enabled: bool, build, skipped: Dict[str, str]):
+    def __init__(self, name: str, enabled: bool, build, skipped: Dict[str, str],
+                 networks: Optional[Dict[str, Any]] = None):
         from src.metrics.weights import MetricUnavailable
 
         self.fn = None
         if not enabled:
             skipped[name] = "not requested"
             return
+        if networks is not None and name in networks:
+            self.fn, reason = networks[name]
+            if reason:
+                skipped[name] = reason
+            return
+        reason = None
         try:
             self.fn = build()
         except (MetricUnavailable, ImportError) as e:
-            skipped[name] = str(e)
+            reason = skipped[name] = str(e)
             log.debug("skipping %s: %s", name, e)
+        if networks is not None:
+            networks[name] = (self.fn, reason)
+
+
+def write_npz(path: Path, images: Sequence[np.ndarray]) -> Path:
+    """Images (H x W x 3 uint8, one size) as one (N, H, W, 3) uint8 array under ``arr_0``: the layout
+    the ADM evaluator (guided-diffusion's ``evaluator.py``) and clean-fid read."""
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise ValueError(f"an .npz batch needs images of one size, got {sorted(shapes)[:4]}; resize and crop "
+                         f"them to one size (--size)")
+    arr = np.stack(images)
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
+        raise ValueError(f"an .npz batch holds uint8 N x H x W x 3 images, got {arr.dtype} {arr.shape}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, arr_0=arr)
+    return path
 
 
 def evaluate_tokenizer(model, images: Path, size: Optional[int] = None, max_images: Optional[int] = None,
-                       device: str = "cpu", lpips: bool = True, rfid: bool = True
+                       device: str = "cpu", lpips: bool = True, rfid: bool = True, inception_score: bool = True,
+                       save_to: Optional[Path] = None, networks: Optional[Dict[str, Any]] = None
                        ) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
-    """PSNR, SSIM, MS-SSIM (sides > 160 px), LPIPS and rFID (when their weights load), and the
-    codebook usage / perplexity / entropy over all tokens. Returns (summary, per-image rows)."""
+    """PSNR, SSIM, MS-SSIM (sides > 160 px), L1 and MSE (pixels in [0, 1]), LPIPS, rFID and the
+    Inception Score of the reconstructions (when their weights load), and the codebook usage /
+    perplexity / entropy over all tokens. Returns (summary, per-image rows).
+
+    ``save_to``: write each reconstruction as ``save_to/reconstructions/<name>.png`` and, when all
+    images have one size, ``save_to/reconstructions.npz`` and ``save_to/inputs.npz`` (uint8 NHWC
+    under ``arr_0``, for the ADM evaluator or clean-fid). ``networks``: a dict that keeps the
+    metric networks between calls (a sweep builds them once)."""
     from src.metrics import InceptionFeatures, LPIPSMetric, fid_from_features
+    from src.metrics.inception_score import inception_class_weight
+    from src.metrics.inception_score import inception_score as score_of
     from src.models.vq.quantizers import usage_from_counts
+    from src.utils.image_io import save_rgb
 
     skipped: Dict[str, str] = {}
-    lp = _OptionalMetric("lpips", lpips, lambda: LPIPSMetric(device), skipped).fn
-    inception = _OptionalMetric("rfid", rfid, lambda: InceptionFeatures(device), skipped).fn
+    lp = _OptionalMetric("lpips", lpips, lambda: LPIPSMetric(device), skipped, networks).fn
+    inception = _OptionalMetric("rfid", rfid or inception_score, lambda: InceptionFeatures(device), skipped,
+                                networks).fn
+    is_weight = None
+    if inception is None and inception_score:
+        skipped["inception_score"] = skipped["rfid"]
+    elif inception is not None:
+        is_weight = _OptionalMetric("inception_score", inception_score, inception_class_weight, skipped,
+                                    networks).fn
     k = model.quantize.codebook_size
     counts = torch.zeros(k, dtype=torch.long)
-    rows, real_feats, fake_feats = [], [], []
+    rows, real_feats, fake_feats, inputs, recons = [], [], [], [], []
     for name, arr in iter_images(images, size, max_images):
         x = to_tensor(arr).unsqueeze(0).to(device)
         x_hat, indices = reconstruct(model, x)
         ref, rec = (x + 1) / 2, (x_hat.clamp(-1, 1) + 1) / 2
         row = {"name": name, "height": arr.shape[0], "width": arr.shape[1],
-               "psnr": psnr(ref, rec).item(), "ssim": ssim(ref, rec).item()}
+               "psnr": psnr(ref, rec).item(), "ssim": ssim(ref, rec).item(),
+               "l1": (rec - ref).abs().mean().item(), "mse": (rec - ref).square().mean().item()}
         if min(arr.shape[:2]) > 160:
             row["ms_ssim"] = ms_ssim(ref, rec).item()
         if lp is not None:
             row["lpips"] = lp(ref, rec).item()
         if inception is not None:
-            real_feats.append(inception(ref))
+            if rfid:
+                real_feats.append(inception(ref))
             fake_feats.append(inception(rec))
+        if save_to is not None:
+            rec_u8 = to_uint8_grid(rec)[0].permute(1, 2, 0).to(torch.uint8).cpu().numpy()  # as the metrics see it
+            save_rgb(rec_u8, Path(save_to) / "reconstructions" / f"{name}.png")
+            inputs.append(arr)
+            recons.append(rec_u8)
         counts += torch.bincount(indices.reshape(-1).cpu(), minlength=k)
         rows.append(row)
     summary: Dict[str, Any] = {"num_images": len(rows)}
-    for key in ("psnr", "ssim", "ms_ssim", "lpips"):
+    for key in ("psnr", "ssim", "ms_ssim", "l1", "mse", "lpips"):
         values = [r[key] for r in rows if key in r]
         summary[key] = sum(values) / len(values) if values else None
-    if inception is not None and len(rows) >= 2:
+    if inception is not None and rfid and len(rows) >= 2:
         summary["rfid"] = fid_from_features(np.concatenate(real_feats), np.concatenate(fake_feats))
-    elif inception is not None:
+    elif inception is not None and rfid:
         skipped["rfid"] = "needs at least 2 images"
     summary.setdefault("rfid", None)
+    if is_weight is not None:
+        splits = min(10, len(rows))
+        summary["inception_score"], summary["inception_score_std"] = score_of(np.concatenate(fake_feats),
+                                                                              is_weight, splits)
+        summary["inception_score_splits"] = splits
+    summary.setdefault("inception_score", None)
+    if save_to is not None:
+        try:
+            write_npz(Path(save_to) / "reconstructions.npz", recons)
+            write_npz(Path(save_to) / "inputs.npz", inputs)
+        except ValueError as e:
+            skipped["npz"] = str(e)
     stats = usage_from_counts(counts)
     summary.update(codebook_size=k, num_tokens=int(counts.sum()), used_codes=int((counts > 0).sum()),
                    usage=float(stats["usage"]), perplexity=float(stats["perplexity"]),
