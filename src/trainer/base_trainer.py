@@ -8,7 +8,8 @@ A trainer subclass supplies four things:
   backward passes through :meth:`optimize`, so the order of G/D/aux updates is visible
 * ``validate(it)``        -> ``{name: float}`` (optional; runs every ``eval_step``)
 
-The base owns everything else: devices and DDP, data, seeds, lr schedules, logging (scalars
+The base owns everything else: devices and DDP (or FSDP: ``parallel: fsdp``, see
+:mod:`src.trainer.sharding`), data, seeds, lr schedules, logging (scalars
 averaged over the ranks), checkpoints (atomic, keep policy, auto-resume or resume at a given
 iteration, loading a previous step), signals, and gradient accumulation: with
 ``grad_accum_steps: N`` one iteration runs ``train_step`` on N batches, :meth:`optimize`
@@ -35,11 +36,12 @@ from src.data.datasets import build_dataset, collate_images
 from src.data.sampler import ResumableSampler
 from src.utils import dist
 from src.utils.checkpoint import (UntrustedCheckpointError, atomic_torch_save, checkpoint_path, latest_checkpoint,
-                                  list_checkpoints, load_file, load_model_state, parse_iter_tag, prune_checkpoints,
+                                  list_checkpoints, load_file, parse_iter_tag, prune_checkpoints,
                                   remove_stale_temporaries, rng_state, set_rng_state)
 from src.utils.config import Config, save_config
 from src.utils.image_io import save_rgb
 from src.utils.logger import WandbLogger, setup_logging
+from src.trainer import sharding
 from src.trainer.optim import build_scheduler, set_lr
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,10 @@ class BaseTrainer:
         if self.accum_steps < 1:
             raise ValueError(f"grad_accum_steps must be >= 1, got {self.accum_steps}")
         self._micro = 0   # index of the current micro-batch within the iteration
+        self.parallel = str(cfg.get("parallel", "ddp"))
+        if self.parallel not in sharding.STRATEGIES:
+            raise ValueError(f"parallel must be one of {sharding.STRATEGIES}, got {self.parallel!r}")
+        self.sharded = self.parallel == "fsdp" and dist.is_distributed()
         self.model = self.build_model().to(self.device)
         self.net = self._wrap_ddp(self.model)
         self.optimizers = self.build_optimizers()
@@ -243,6 +249,8 @@ class BaseTrainer:
             norm = torch.nn.utils.clip_grad_norm_(params, clip)
         elif not scaler.is_enabled():
             norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        if not scaler.is_enabled():
+            norm = sharding.full_value(norm)   # FSDP: a DTensor over the shards
         if not scaler.is_enabled() and not torch.isfinite(norm):
             # a finite loss with a non-finite gradient: never applied (the AMP scaler skips these itself)
             opt.zero_grad(set_to_none=True)
@@ -274,12 +282,16 @@ class BaseTrainer:
 
     def save_checkpoint(self, it: int) -> Optional[Path]:
         self.before_save()   # on every rank: buffers must keep one shape across DDP ranks
+        modules = self.checkpoint_modules()
+        # FSDP: every rank takes part in gathering the whole tensors, rank 0 gets them
+        state = {name: sharding.module_state(m, rank0_only=True) for name, m in modules.items()}
+        optimizers = {k: sharding.optimizer_state(o, sharding.owner_of(o, modules) if self.sharded else self.model)
+                      for k, o in self.optimizers.items()}
         if not self.is_main:
             dist.barrier()
             return None
-        state = {name: m.state_dict() for name, m in self.checkpoint_modules().items()}
         state.update({
-            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "optimizers": optimizers,
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
             "iter": it, "rng": rng_state(), "config": self.cfg.to_dict(),
@@ -324,9 +336,14 @@ class BaseTrainer:
         else:
             raise RuntimeError(f"none of the {len(found)} checkpoints of {self.exp_name} in "
                                f"{path.parent} can be read; move them away to start from scratch")
-        for name, module in self.checkpoint_modules().items():
-            load_model_state(module, ckpt[name], strict=True, source=f"{path}:{name}")
-        for group in ("optimizers", "schedulers", "scalers"):
+        modules = self.checkpoint_modules()
+        for name, module in modules.items():
+            sharding.load_module_state(module, ckpt[name], strict=True, source=f"{path}:{name}")
+        for k, opt in self.optimizers.items():
+            if k in ckpt.get("optimizers", {}):
+                owner = sharding.owner_of(opt, modules) if self.sharded else self.model
+                sharding.load_optimizer_state(opt, owner, ckpt["optimizers"][k])
+        for group in ("schedulers", "scalers"):
             for k, obj in getattr(self, group).items():
                 if k in ckpt.get(group, {}):
                     obj.load_state_dict(ckpt[group][k])
@@ -365,14 +382,16 @@ class BaseTrainer:
         path = self._previous_step_path(spec)
         ckpt = load_file(path, map_location="cpu")
         strict = bool(spec.get("strict", True))
-        load_model_state(self.model, ckpt["comp_model"], strict=strict, source=str(path))
+        sharding.load_module_state(self.model, ckpt["comp_model"], strict=strict, source=str(path))
         modules = self.checkpoint_modules()
         if spec.get("load_discriminator") and "discriminator" in modules:
-            load_model_state(modules["discriminator"], ckpt["discriminator"], strict=strict, source=f"{path}:D")
+            sharding.load_module_state(modules["discriminator"], ckpt["discriminator"], strict=strict,
+                                       source=f"{path}:D")
         if spec.get("load_optimizer"):
             for k, opt in self.optimizers.items():
                 if k in ckpt.get("optimizers", {}):
-                    opt.load_state_dict(ckpt["optimizers"][k])
+                    owner = sharding.owner_of(opt, modules) if self.sharded else self.model
+                    sharding.load_optimizer_state(opt, owner, ckpt["optimizers"][k])
         if spec.get("load_scheduler"):
             for k, sch in self.schedulers.items():
                 if k in ckpt.get("schedulers", {}):
@@ -412,24 +431,31 @@ class BaseTrainer:
         return out
 
     # -------------------------------------------------------------- internals
-    def _wrap_ddp(self, model: nn.Module) -> nn.Module:
-        """``model`` as the loop runs it: channels_last weights when configured, DDP when distributed."""
+    def _wrap_ddp(self, model: nn.Module, shardable: bool = True) -> nn.Module:
+        """``model`` as the loop runs it: channels_last weights when configured, DDP (or, with
+        ``parallel: fsdp`` and ``shardable``, sharded in place) when distributed."""
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         if not dist.is_distributed():
             return model
+        if self.sharded and shardable:
+            return sharding.shard(model)
         ids = [self.device.index] if self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=ids,
                                                    find_unused_parameters=bool(self.cfg.get("ddp_find_unused", True)))
 
     def _run_validation(self, it: int) -> None:
-        if not self.is_main or self.eval_dataset is None:
+        # a sharded model's forward is a collective: under FSDP every rank validates, rank 0 reports
+        if (not self.is_main and not self.sharded) or self.eval_dataset is None:
             dist.barrier()
             return
         self.model.eval()
         with torch.no_grad():
             metrics = self.validate(it)
         self.model.train()
+        if not self.is_main:
+            dist.barrier()
+            return
         if metrics:
             log.info("validation @%d: %s", it, "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
             self.wandb.log({f"val/{k}": v for k, v in metrics.items()}, it)

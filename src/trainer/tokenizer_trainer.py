@@ -33,6 +33,7 @@ from src.losses import adaptive_gan_weight, build_loss
 from src.metrics.pixel import psnr
 from src.models.vq.quantizers import usage_from_counts
 from src.tokenizer_tools import reconstruct, ssim
+from src.trainer import sharding
 from src.trainer.base_trainer import BaseTrainer
 from src.trainer.optim import build_optimizer
 from src.utils.registry import MODELS, SUBNETS, TRAINERS
@@ -46,7 +47,8 @@ class ModelEMA:
     """Exponential moving average of a model's weights (a frozen copy in eval mode).
 
     ``update``: ``ema = decay * ema + (1 - decay) * param`` for floating-point parameters and
-    buffers; other buffers (counters, flags) are copied.
+    buffers; other buffers (counters, flags) are copied. Under FSDP each rank keeps the whole EMA
+    copy and gathers the sharded weights for the update.
     """
 
     def __init__(self, model: nn.Module, decay: float):
@@ -59,6 +61,7 @@ class ModelEMA:
     def update(self, model: nn.Module) -> None:
         ema_state = self.model.state_dict()
         for name, value in model.state_dict().items():
+            value = sharding.full_value(value)
             target = ema_state[name]
             if target.is_floating_point():
                 target.mul_(self.decay).add_(value.detach().to(target.dtype), alpha=1.0 - self.decay)
@@ -105,7 +108,9 @@ class VQGANTrainer(BaseTrainer):
 
         model = MODELS.build(self.cfg.model.to_dict()).to(self.device)
         self.discriminator = SUBNETS.build(self.cfg.discriminator.to_dict()).to(self.device)
-        self.disc_net = self._wrap_ddp(self.discriminator)
+        # D stays under DDP with parallel: fsdp: ActNorm initialises its parameters in place from the
+        # first batch, which a sharded module would write to a gathered copy and lose; D is small
+        self.disc_net = self._wrap_ddp(self.discriminator, shardable=False)
         decay = self.cfg.trainer.get("ema_decay")
         self.ema: Optional[ModelEMA] = ModelEMA(model, decay) if decay else None
         return model
@@ -119,7 +124,7 @@ class VQGANTrainer(BaseTrainer):
         """``load_checkpoint`` (fine-tuning): the EMA starts from the loaded weights."""
         super()._load_previous_step(spec)
         if self.ema is not None:
-            self.ema.model.load_state_dict(self.model.state_dict())
+            self.ema.model.load_state_dict(sharding.module_state(self.model))
 
     def schedule_start(self, name: str) -> Optional[int]:
         """G's schedule counts from iteration 0, D's from ``disc_start`` (its first step)."""

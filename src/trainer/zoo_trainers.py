@@ -37,6 +37,7 @@ from src.models.ar.data import collate_tokens
 from src.models.ar.sampling import sample
 from src.models.tokenizers.teachers import require_teachers
 from src.models.vq.quantizers import usage_from_counts
+from src.trainer import sharding
 from src.trainer.base_trainer import BaseTrainer
 from src.trainer.optim import build_optimizer
 from src.trainer.tokenizer_trainer import VQGANTrainer, optional_loss
@@ -78,8 +79,8 @@ class FeatureTokenizerTrainer(BaseTrainer):
         require_teachers(self.cfg.model, train=True)   # before a ViT-B student is built
         return MODELS.build(self.cfg.model.to_dict())
 
-    def _wrap_ddp(self, model: nn.Module) -> nn.Module:
-        return super()._wrap_ddp(model) if _trainable(model) else model  # DDP refuses gradient-free modules
+    def _wrap_ddp(self, model: nn.Module, shardable: bool = True) -> nn.Module:
+        return super()._wrap_ddp(model, shardable) if _trainable(model) else model  # DDP refuses gradient-free modules
 
     def build_optimizers(self) -> Dict[str, torch.optim.Optimizer]:
         params = _trainable(self.model)
@@ -190,7 +191,7 @@ class OneDTokenizerTrainer(VQGANTrainer):
             return super()._load_previous_step(spec)
         path = self._previous_step_path(spec)  # stage 2 starts from a stage-1 run
         state = load_file(path, map_location="cpu")["comp_model"]
-        own = self.model.state_dict()
+        own = sharding.module_state(self.model)
         fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         frozen = {f"{prefix}.{k}" for prefix, part in (("encoder", self.model.encoder),
                                                       ("quantize", self.model.quantize))
@@ -199,9 +200,9 @@ class OneDTokenizerTrainer(VQGANTrainer):
             raise RuntimeError(f"{path} does not hold the frozen stage-1 encoder/codebook of this model "
                                f"(missing or differently shaped: {sorted(frozen - fits.keys())[:6]}); "
                                f"check that both stages share the encoder and codebook sizes")
-        self.model.load_state_dict(fits, strict=False)
+        sharding.load_module_state(self.model, fits, strict=False, source=str(path))
         if self.ema is not None:
-            self.ema.model.load_state_dict(self.model.state_dict())
+            self.ema.model.load_state_dict(sharding.module_state(self.model))
         fresh = sorted(k for k in own if k not in fits)
         log.info("stage 2 from %s: %d tensors loaded, %d new (%s)", path, len(fits), len(fresh),
                  ", ".join(fresh[:6]) + (" ..." if len(fresh) > 6 else ""))
