@@ -152,6 +152,106 @@ def tokenize_folder(model, images: Path, out_dir: Path, size: Optional[int] = No
     return index
 
 
+# ------------------------------------------------------------------- tokenizing at scale
+AUGMENTATIONS = ("none", "flip", "ten_crop")
+
+
+def list_dataset_images(root: Path) -> List[Tuple[str, Path]]:
+    """``(key, path)`` of every image: ``class/stem`` for an ImageNet layout (images in class
+    sub-folders; classes are the sorted sub-folder names), else ``stem`` for a flat folder."""
+    class_dirs = sorted(d for d in Path(root).iterdir() if d.is_dir() and list_images(d))
+    if class_dirs:
+        return [(f"{d.name}/{p.stem}", p) for d in class_dirs for p in list_images(d)]
+    files = list_images(root)
+    if not files:
+        raise FileNotFoundError(f"no images in {root} or in its sub-folders")
+    return [(p.stem, p) for p in files]
+
+
+def augmented_views(arr: np.ndarray, size: int, aug: str = "none", crop_range: float = 1.1) -> np.ndarray:
+    """The views of an image that get tokenized, (n, size, size, 3) uint8, as LlamaGen's
+    ``extract_codes_c2i.py`` makes them: ``none`` - the centre crop (1 view); ``flip`` - it and its
+    mirror image (2); ``ten_crop`` - the image resized and centre-cropped to ``crop_range * size``,
+    its four corner and centre crops of ``size``, then those five of its mirror image (10)."""
+    if aug not in AUGMENTATIONS:
+        raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {aug!r}")
+    if aug != "ten_crop":
+        crop = prepare_image(arr, size)
+        return np.stack([crop, crop[:, ::-1]] if aug == "flip" else [crop])
+    big = prepare_image(arr, int(round(size * crop_range)))
+    s, n = size, big.shape[0]
+    corners = [(0, 0), (0, n - s), (n - s, 0), (n - s, n - s), ((n - s) // 2, (n - s) // 2)]
+    views = [im[t:t + s, l:l + s] for im in (big, big[:, ::-1]) for t, l in corners]
+    return np.ascontiguousarray(np.stack(views))
+
+
+def tokenize_dataset(model, images: Path, out_dir: Path, size: int, aug: str = "none", rank: int = 0,
+                     world: int = 1, max_images: Optional[int] = None, device: str = "cpu",
+                     crop_range: float = 1.1) -> Dict[str, Any]:
+    """Tokenize this shard (every ``world``-th image from ``rank``) of a folder or an ImageNet class
+    layout into ``out_dir/<key>.npy``: an (h, w) grid, or (views, h, w) with ``flip`` / ``ten_crop``
+    (a 1D tokenizer: (n,) or (views, n)). Files already there are kept (a restart resumes); each is
+    written under a temporary name and renamed. Writes ``out_dir/index.rank<rank>.json`` and returns
+    it with ``new``, ``seconds`` and ``images_per_second`` of this call."""
+    import os
+    import time
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    k, f = model.quantize.codebook_size, model.downsample_factor
+    dtype = index_dtype(k)
+    items = list_dataset_images(images)[:max_images]
+    classes = sorted({key.split("/")[0] for key, _ in items if "/" in key})
+    entries, new, start = {}, 0, time.perf_counter()
+    for key, path in items[rank::world]:
+        target = out_dir / f"{key}.npy"
+        if target.is_file():
+            tokens = np.load(target, mmap_mode="r")
+            with Image.open(path) as im:
+                width, height = im.size
+        else:
+            arr = load_rgb(path)
+            height, width = arr.shape[:2]
+            views = augmented_views(arr, size, aug, crop_range)
+            x = torch.stack([to_tensor(v) for v in views]).to(device)
+            with torch.no_grad():
+                _, indices = model.encode(pad_to_multiple(x, f)[0])
+            tokens = indices.cpu().numpy().astype(dtype)
+            tokens = tokens[0] if aug == "none" else tokens
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.stem}.rank{rank}.tmp.npy")
+            np.save(tmp, tokens)
+            os.replace(tmp, target)
+            new += 1
+        entries[key] = {"file": f"{key}.npy", "height": height, "width": width,
+                        "label": classes.index(key.split("/")[0]) if classes else 0,
+                        "tokens": list(tokens.shape[-1:] if getattr(model, "num_tokens", None) else tokens.shape[-2:]),
+                        "views": 1 if aug == "none" else int(tokens.shape[0])}
+    seconds = time.perf_counter() - start
+    index = {"codebook_size": k, "factor": f, "size": size, "dtype": dtype.name, "augmentation": aug,
+             "classes": classes, "images": entries}
+    (out_dir / f"index.rank{rank}.json").write_text(json.dumps(index))
+    log.info("rank %d: %d images (%d new) in %.1f s, %.2f new images/s", rank, len(entries), new, seconds,
+             new / max(seconds, 1e-9))
+    return {**index, "new": new, "seconds": seconds, "images_per_second": new / max(seconds, 1e-9)}
+
+
+def merge_token_indices(out_dir: Path, world: int) -> Optional[Path]:
+    """Merge ``index.rank0..world-1.json`` into ``index.json`` (and remove them) once all are there;
+    None while some shard has not finished."""
+    parts = [out_dir / f"index.rank{r}.json" for r in range(world)]
+    try:
+        shards = [json.loads(p.read_text()) for p in parts]
+    except FileNotFoundError:   # a shard still running (or another process merged first)
+        return None
+    merged = {k: v for k, v in shards[0].items() if k != "images"}
+    merged["images"] = dict(sorted((key, e) for s in shards for key, e in s["images"].items()))
+    path = out_dir / "index.json"
+    path.write_text(json.dumps(merged, indent=1))
+    for p in parts:
+        p.unlink(missing_ok=True)
+    return path
+
+
 # ----------------------------------------------------------------------------- evaluation
 class _OptionalMetric:
     """Build a learned metric, or remember why it is skipped (weights missing offline). With a
