@@ -271,3 +271,26 @@ def test_fsdp_shards_transformer_blocks_and_matches_ddp(tmp_path):
                                 weights_only=False)["comp_model"]
     for k, v in runs["ddp"].items():
         torch.testing.assert_close(runs["fsdp"][k], v, rtol=1e-4, atol=1e-5, msg=k)
+
+
+# ---------------------------------------------------------------- recipes of the seed by default
+def test_configs_follow_the_seed_recipes():
+    from src.utils.config import load_config
+
+    def cfg(name):
+        return load_config(f"config/tokenizer/{name}.yaml")
+
+    for name in ("vqgan/vqgan_1024", "vqgan/vqgan_8192", "vqgan/vqgan_8192_dd2_aglwg075",
+                 "cvqvae/cvqvae_8192_dd2_aglwg075", "fsq/fsq_8000", "decoder/vqgan_8192_dd2_aglwg075"):
+        c = cfg(name)   # magic-research/vector_quantization configs/vqgan/runner.py
+        assert (c.optim.g_optimizer.lr, c.optim.d_optimizer.lr, c.trainer.disc_start, c.total_iter) == \
+            (5.4e-5, 4.32e-4, 0, 260000), name
+    ldm = cfg("vqgan/vqgan_f8_n256")   # latent-diffusion's vq-f8-n256 schedule
+    assert (ldm.trainer.disc_start, ldm.optim.d_optimizer.lr, ldm.loss.gan_gain) == (250001, 5.4e-5, 0.75)
+    llamagen = cfg("decoder/llamagen_8192")   # configs/llamagen/vqgan.py
+    assert (llamagen.loss.rec_loss, llamagen.loss.adaptive_weight, llamagen.loss.gan_gain * llamagen.loss.disc_factor,
+            llamagen.trainer.disc_start, llamagen.total_iter) == ("mse", False, 0.5, 20000, 400000)
+    assert llamagen.optim.g_optimizer.lr == llamagen.optim.d_optimizer.lr == 1e-4
+    assert llamagen.model.ddconfig.attn_resolutions == [] and llamagen.discriminator.n_layers == 3
+    ar = cfg("alitok/c2i_llama_b_alitok").model
+    assert (ar.dim, ar.depth) == (768, 24)
