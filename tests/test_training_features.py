@@ -294,3 +294,67 @@ def test_configs_follow_the_seed_recipes():
     assert llamagen.model.ddconfig.attn_resolutions == [] and llamagen.discriminator.n_layers == 3
     ar = cfg("alitok/c2i_llama_b_alitok").model
     assert (ar.dim, ar.depth) == (768, 24)
+
+
+def test_validation_adds_lpips_and_rfid_when_the_networks_load(tmp_path, small_photos, monkeypatch):
+    """Stand-in networks (a per-image mean difference, random-projection features) take the place of
+    LPIPS and Inception, whose weights are not downloadable here; missing weights skip the metric."""
+    import numpy as np
+
+    import src.metrics as metrics_pkg
+    from src.metrics import MetricUnavailable
+
+    proj = np.random.default_rng(0).normal(size=(3 * 32 * 32, 8))
+
+    class FakeLPIPS:
+        def __init__(self, device):
+            pass
+
+        def __call__(self, a, b):
+            return (a - b).abs().mean()
+
+    class FakeInception:
+        def __init__(self, device):
+            pass
+
+        def __call__(self, img):
+            small = torch.nn.functional.interpolate(img.float(), size=(32, 32), mode="area")
+            return small.reshape(len(small), -1).numpy() @ proj
+
+    monkeypatch.setattr(metrics_pkg, "LPIPSMetric", FakeLPIPS)
+    monkeypatch.setattr(metrics_pkg, "InceptionFeatures", FakeInception)
+    cfg = tiny_cfg("vqgan", tmp_path, small_photos, "loss.perceptual_loss=null", "eval_step=1")
+    trainer = VQGANTrainer(cfg, exp_name="val", device="cpu", dry_run=True)
+    trainer.model.eval()
+    with torch.no_grad():
+        got = trainer.validate(0)
+    assert 0 < got["lpips"] < 1 and got["rfid"] > 0
+
+    def missing(device):
+        raise MetricUnavailable("weights missing")
+
+    monkeypatch.setattr(metrics_pkg, "InceptionFeatures", missing)
+    trainer = VQGANTrainer(cfg, exp_name="val2", device="cpu", dry_run=True)
+    trainer.model.eval()
+    with torch.no_grad():
+        got = trainer.validate(0)
+    assert "lpips" in got and "rfid" not in got
+
+
+def test_script_flags_become_config_overrides(tmp_path, capsys):
+    import importlib.util
+
+    def script(name):
+        spec = importlib.util.spec_from_file_location(f"s_{name}", f"scripts/{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    train = script("train")
+    args = train.parse_args(["cfg.yaml", "--autocast", "--grad_accum", "4", "--opt", "a=1"])
+    assert train.flag_overrides(args) == ["+amp=true", "+amp_dtype=bf16", "+grad_accum_steps=4", "a=1"]
+    assert train.flag_overrides(train.parse_args(["cfg.yaml", "--autocast", "fp16"]))[1] == "+amp_dtype=fp16"
+    assert train.main(["cfg.yaml", "--load_from", "12x"]) == 2 and "not an iteration" in capsys.readouterr().err
+    one_d = script("train_1d_tokenizer")
+    args = one_d.parse_args(["--grad_accum", "2", "--load_from", "500"])
+    assert "+grad_accum_steps=2" in one_d.overrides(args) and args.load_from == 500

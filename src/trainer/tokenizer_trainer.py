@@ -15,7 +15,9 @@ weight is ``gain`` alone. The quantizer is chosen by the model's ``quantizer`` o
 trainer covers VQGAN, CVQ-VAE, FSQ and LFQ; each quantizer's own loss is ``QuantizerOutput.loss``.
 
 With ``trainer.ema_decay`` an exponential moving average of the generator weights is kept, saved
-as ``ema_model`` (same keys as ``comp_model``) and used for validation. The generator's learning-rate
+as ``ema_model`` (same keys as ``comp_model``) and used for validation. Validation adds LPIPS
+(AlexNet) and rFID over the evaluation images when their ImageNet weights are here
+(``eval_learned_metrics: false`` turns them off). The generator's learning-rate
 schedule counts iterations from 0, the discriminator's from ``disc_start`` (its warm-up and
 milestones are relative to the iteration D starts).
 """
@@ -25,6 +27,7 @@ import copy
 import logging
 from typing import Dict, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -203,14 +206,33 @@ class VQGANTrainer(BaseTrainer):
         """An evaluation image (3, H, W) as the model takes it: as is (a VQGAN codes any size)."""
         return image.unsqueeze(0).to(self.device)
 
+    def learned_metrics(self):
+        """(LPIPS, Inception features) for validation, each None when its ImageNet weights cannot be
+        loaded here (said once in the log) or when ``eval_learned_metrics`` is false; built once."""
+        if getattr(self, "_learned_metrics", None) is None:
+            from src.metrics import InceptionFeatures, LPIPSMetric
+            from src.tokenizer_tools import _OptionalMetric
+
+            on = bool(self.cfg.get("eval_learned_metrics", True))
+            skipped: Dict[str, str] = {}
+            lp = _OptionalMetric("lpips", on, lambda: LPIPSMetric(self.device), skipped).fn
+            inception = _OptionalMetric("rfid", on, lambda: InceptionFeatures(self.device), skipped).fn
+            for name, why in skipped.items():
+                if on:
+                    log.warning("validation without %s: %s", name, why.splitlines()[0])
+            self._learned_metrics = (lp, inception)
+        return self._learned_metrics
+
     def validate(self, it: int) -> Dict[str, float]:
-        """PSNR / SSIM on the evaluation images, codebook usage, perplexity and entropy over all
-        their tokens, and input | reconstruction samples (the EMA model when enabled)."""
+        """PSNR / SSIM (and LPIPS, rFID when their weights are here) on the evaluation images,
+        codebook usage, perplexity and entropy over all their tokens, and input | reconstruction
+        samples (the EMA model when enabled)."""
         model = self.ema.model if self.ema is not None else self.model
+        lp, inception = self.learned_metrics()
         size = model.quantize.codebook_size
         counts = torch.zeros(size, dtype=torch.long)
         limit = min(int(self.cfg.get("eval_max_images") or len(self.eval_dataset)), len(self.eval_dataset))
-        psnrs, ssims, samples = [], [], {}
+        psnrs, ssims, lpips, real, fake, samples = [], [], [], [], [], {}
         for i in range(limit):
             item = self.eval_dataset[i]
             x = self.eval_input(item["image"])
@@ -218,10 +240,22 @@ class VQGANTrainer(BaseTrainer):
             ref, rec = (x + 1) / 2, (x_hat.clamp(-1, 1) + 1) / 2
             psnrs.append(psnr(ref, rec).item())
             ssims.append(ssim(ref, rec).item())
+            if lp is not None:
+                lpips.append(lp(ref, rec).item())
+            if inception is not None:
+                real.append(inception(ref))
+                fake.append(inception(rec))
             counts += torch.bincount(indices.reshape(-1).cpu(), minlength=size)
             if i < 2:
                 samples[item["name"]] = torch.cat([x[0], x_hat[0].clamp(-1, 1)], dim=-1)
         self.save_samples(it, samples)
         stats = usage_from_counts(counts)
-        return {"psnr": sum(psnrs) / len(psnrs), "ssim": sum(ssims) / len(ssims),
-                **{k: float(v) for k, v in stats.items()}}
+        metrics = {"psnr": sum(psnrs) / len(psnrs), "ssim": sum(ssims) / len(ssims),
+                   **{k: float(v) for k, v in stats.items()}}
+        if lpips:
+            metrics["lpips"] = sum(lpips) / len(lpips)
+        if len(real) >= 2:
+            from src.metrics import fid_from_features
+
+            metrics["rfid"] = fid_from_features(np.concatenate(real), np.concatenate(fake))
+        return metrics
