@@ -219,7 +219,7 @@ class VQGANTrainer(BaseTrainer):
             inception = _OptionalMetric("rfid", on, lambda: InceptionFeatures(self.device), skipped).fn
             for name, why in skipped.items():
                 if on:
-                    log.warning("validation without %s: %s", name, why.splitlines()[0])
+                    log.warning("validation without %s: %s", name, why)
             self._learned_metrics = (lp, inception)
         return self._learned_metrics
 
