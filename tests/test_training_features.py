@@ -293,9 +293,11 @@ def test_configs_follow_the_seed_recipes():
     assert llamagen.optim.g_optimizer.lr == llamagen.optim.d_optimizer.lr == 1e-4
     assert llamagen.model.ddconfig.attn_resolutions == [] and llamagen.discriminator.n_layers == 3
     ar = cfg("alitok/c2i_llama_b_alitok").model
-    assert (ar.dim, ar.depth) == (768, 24)
+    assert (ar.dim, ar.depth, ar.rope) == (768, 24, "1d")
+    assert cfg("ar/c2i_llama_b").model.rope == cfg("ar/c2i_llama_l").model.rope == "2d"
 
 
+@pytest.mark.filterwarnings("ignore:Matrix is singular")   # 2 images, 8-d stand-in features
 def test_validation_adds_lpips_and_rfid_when_the_networks_load(tmp_path, small_photos, monkeypatch):
     """Stand-in networks (a per-image mean difference, random-projection features) take the place of
     LPIPS and Inception, whose weights are not downloadable here; missing weights skip the metric."""
@@ -358,3 +360,42 @@ def test_script_flags_become_config_overrides(tmp_path, capsys):
     one_d = script("train_1d_tokenizer")
     args = one_d.parse_args(["--grad_accum", "2", "--load_from", "500"])
     assert "+grad_accum_steps=2" in one_d.overrides(args) and args.load_from == 500
+
+
+def test_2d_rope_by_value_and_relative_positions():
+    from src.models.ar.llama import LlamaC2I, apply_rope, rope_tables_2d
+
+    cos, sin = rope_tables_2d(16, 8, base=100.0)          # 4 x 4 grid, head size 8: 2 row pairs, 2 column pairs
+    angles = torch.atan2(sin, cos)
+    inv = torch.tensor([1.0, 100.0 ** -0.5])
+    assert torch.equal(cos[0], torch.ones(4)) and torch.equal(sin[0], torch.zeros(4))   # the class token
+    for k in range(15):                                   # input k + 1 holds token k at (k // 4, k % 4)
+        want = torch.cat([(k // 4) * inv, (k % 4) * inv])
+        torch.testing.assert_close(torch.cos(angles[k + 1]), torch.cos(want))
+        torch.testing.assert_close(torch.sin(angles[k + 1]), torch.sin(want))
+
+    torch.manual_seed(0)
+    q, k = torch.randn(2, 1, 1, 1, 8).unbind(0)
+
+    def score(a, b):   # q at token a, k at token b (grid positions), after the rotation
+        qa = apply_rope(q, cos[a + 1:a + 2], sin[a + 1:a + 2])
+        kb = apply_rope(k, cos[b + 1:b + 2], sin[b + 1:b + 2])
+        return (qa * kb).sum().item()
+
+    # tokens 3 (0,3) and 4 (1,0) have the 2D offset of 7 (1,3) and 8 (2,0): equal scores; tokens 8 (2,0)
+    # and 9 (2,1) are as close in raster order but in another 2D offset: a different score
+    assert score(3, 4) == pytest.approx(score(7, 8), abs=1e-5)
+    assert abs(score(3, 4) - score(8, 9)) > 1e-3
+    with pytest.raises(ValueError, match="square"):
+        rope_tables_2d(273, 64)
+
+    model = LlamaC2I(vocab_size=20, seq_len=16, num_classes=2, dim=32, depth=2, num_heads=2, multiple_of=16,
+                     rope="2d").eval()
+    tokens, labels = torch.randint(0, 20, (1, 16)), torch.tensor([1])
+    with torch.no_grad():
+        full = model(tokens, labels)
+        cache = model.new_cache()
+        steps = [model.run(model.cls_embed(labels).unsqueeze(1), 0, cache)]
+        for p in range(1, 16):                            # one token at a time through the KV cache
+            steps.append(model.run(model.tok_embed(tokens[:, p - 1:p]), p, cache))
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-5)
