@@ -399,3 +399,38 @@ def test_2d_rope_by_value_and_relative_positions():
         for p in range(1, 16):                            # one token at a time through the KV cache
             steps.append(model.run(model.tok_embed(tokens[:, p - 1:p]), p, cache))
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-4, atol=1e-5)
+
+
+def test_cluster_gradient_codebook_trains_by_adam_and_reanchors(tmp_path, sample_dir):
+    """The seed's Cluster: an optimiser steps the codes on the codebook loss (mean ||e - sg(f)||^2
+    of unit features), dead codes jump to features; the EMA variant stays gradient-free."""
+    from src.models.tokenizers import ClusterTokenizer
+    from src.trainer import build_trainer
+    from src.utils.config import load_config
+
+    cfg = load_config("config/tokenizer/cluster/quickstart_cluster.yaml", [
+        f"ckpt_dir={tmp_path}", f"dataset.train_dataset.root_dir={sample_dir}", "dataset.train_dataset.sample_photos=false",
+        "eval_step=null", "total_iter=3", "save_step=3", "log_step=1"])
+    assert cfg.model.codebook == "gradient"
+    trainer = build_trainer(cfg, exp_name="cluster_grad", device="cpu", auto_resume=False)
+    assert set(trainer.optimizers) == {"g"}
+    before = trainer.model.quantize.embedding.weight.detach().clone()
+    logs = recording(trainer)
+    assert trainer.train() == 3
+    after = trainer.model.quantize.embedding.weight.detach()
+    assert not torch.equal(before, after)
+    assert all(math.isfinite(v) for row in logs for v in row.values()) and logs[-1]["quant"] > 0
+    # the codebook loss pulls the assigned code towards the unit feature: one plain step of it by hand
+    teacher = dict(name="tiny_vit", dim=24, depth=1, num_heads=2, seed=0)
+    m = ClusterTokenizer(teacher=teacher, image_size=64, codebook_size=8, codebook="gradient", reanchor=False)
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    out = m(x)
+    out["quant"].loss.backward()
+    grad = m.quantize.embedding.weight.grad
+    f = out["target"].permute(0, 2, 3, 1).reshape(-1, 24)
+    idx = out["quant"].indices.reshape(-1)
+    e = m.quantize.embedding.weight.detach()
+    want = torch.zeros_like(e).index_add_(0, idx, 2 * (e[idx] - f) / f.numel())
+    torch.testing.assert_close(grad, want)
+    with pytest.raises(ValueError, match="codebook"):
+        ClusterTokenizer(teacher=teacher, image_size=64, codebook_size=8, codebook="kmeans")

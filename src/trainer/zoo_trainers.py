@@ -2,8 +2,9 @@
 
 * :class:`FeatureTokenizerTrainer` - VQ-KD (Peng et al., BEiT v2, 2022) and Cluster: the model
   returns predicted and teacher features; ``loss = mean(1 - cos(f_hat, f)) + codebook_weight *
-  quantizer loss``. Cluster has no trainable parameters (its codebook moves by EMA k-means), so it
-  has no optimiser and the logged ``rec`` is the k-means objective.
+  quantizer loss``. Cluster trains only its codebook (``codebook: gradient``, the seed's: by the
+  codebook loss) or nothing at all (``codebook: ema``: EMA k-means, no optimiser); its logged ``rec``
+  is the k-means objective.
 * :class:`PixelDecoderTrainer` - a VQGAN decoder on a frozen VQ-KD / Cluster tokenizer, with the
   losses of :class:`~src.trainer.tokenizer_trainer.VQGANTrainer` (taming-transformers).
 * :class:`OneDTokenizerTrainer` - the two-stage 1D tokenizer (``OneDTokenizer``): VQGAN-style
