@@ -292,6 +292,12 @@ def test_configs_follow_the_seed_recipes():
             llamagen.trainer.disc_start, llamagen.total_iter) == ("mse", False, 0.5, 20000, 400000)
     assert llamagen.optim.g_optimizer.lr == llamagen.optim.d_optimizer.lr == 1e-4
     assert llamagen.model.ddconfig.attn_resolutions == [] and llamagen.discriminator.n_layers == 3
+    vqkd = cfg("vqkd/vqkd_clip_8192").optim   # configs/vqkd/runner.py
+    assert vqkd.g_scheduler.to_dict() == {"type": "CosineLR", "total_iters": 250000, "warmup_iters": 25000,
+                                          "warmup_factor": 0.0, "min_factor": 0.05}
+    assert vqkd.g_optimizer.lr * vqkd.g_scheduler.min_factor == pytest.approx(1e-5)
+    cluster = cfg("cluster/cluster_clip_8192")   # configs/cluster/runner.py
+    assert (cluster.model.codebook, cluster.optim.g_optimizer.lr, cluster.total_iter) == ("gradient", 5.4e-5, 100000)
     ar = cfg("alitok/c2i_llama_b_alitok").model
     assert (ar.dim, ar.depth, ar.rope) == (768, 24, "1d")
     assert cfg("ar/c2i_llama_b").model.rope == cfg("ar/c2i_llama_l").model.rope == "2d"
