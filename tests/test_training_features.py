@@ -301,6 +301,9 @@ def test_configs_follow_the_seed_recipes():
     ar = cfg("alitok/c2i_llama_b_alitok").model
     assert (ar.dim, ar.depth, ar.rope) == (768, 24, "1d")
     assert cfg("ar/c2i_llama_b").model.rope == cfg("ar/c2i_llama_l").model.rope == "2d"
+    llama = cfg("ar/c2i_llama_b")   # configs/llamagen/ar.py on configs/ar/runner.py
+    assert llama.optim.g_scheduler.to_dict() == {"type": "CosineLR", "total_iters": 250000}
+    assert (llama.optim.g_optimizer.eps, llama.optim.g_optimizer.weight_decay, llama.total_iter) == (1e-6, 0.05, 250000)
 
 
 @pytest.mark.filterwarnings("ignore:Matrix is singular")   # 2 images, 8-d stand-in features
