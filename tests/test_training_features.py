@@ -443,3 +443,27 @@ def test_cluster_gradient_codebook_trains_by_adam_and_reanchors(tmp_path, sample
     torch.testing.assert_close(grad, want)
     with pytest.raises(ValueError, match="codebook"):
         ClusterTokenizer(teacher=teacher, image_size=64, codebook_size=8, codebook="kmeans")
+
+
+def test_alternating_generator_and_discriminator_steps(tmp_path, small_photos):
+    """alternate_gd: before disc_start G every iteration; from it D, G, D, ... one optimizer per
+    iteration; each schedule counts its own optimizer's steps, without torch's order warning."""
+    cfg = tiny_cfg("vqgan", tmp_path, small_photos, "total_iter=5", "save_step=100", "trainer.disc_start=1",
+                   "+trainer.alternate_gd=true", "trainer.ema_decay=0.5",
+                   "optim.g_scheduler={type: LinearWarmupScheduler, warmup_iters: 4}",
+                   "optim.d_scheduler={type: LinearWarmupScheduler, warmup_iters: 4}")
+    trainer = VQGANTrainer(cfg, exp_name="alt", device="cpu")
+    steps = {"g": [], "d": []}
+    current = {}
+    step = trainer.train_step
+    trainer.train_step = lambda batch, it: current.update(it=it) or step(batch, it)
+    for name in steps:
+        trainer.optimizers[name].register_step_post_hook(lambda *a, name=name: steps[name].append(current["it"]))
+    logs = recording(trainer)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+    assert not [w for w in caught if "lr_scheduler.step()" in str(w.message)]
+    assert steps == {"g": [0, 2, 4], "d": [1, 3]}
+    assert ["gan" in row for row in logs] == [False, False, True, False, True]
+    assert trainer.schedulers["g"].last_epoch == 3 and trainer.schedulers["d"].last_epoch == 2

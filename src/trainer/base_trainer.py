@@ -186,22 +186,22 @@ class BaseTrainer:
         return it
 
     # ----------------------------------------------------------- step helpers
-    def schedule_start(self, name: str) -> Optional[int]:
-        """The iteration from which optimizer ``name``'s schedule advances, after its optimizer has
-        stepped (a GAN trainer returns ``disc_start`` for its discriminator), or None: the schedule
+    def schedule_steps(self, name: str, it: int) -> Optional[bool]:
+        """Whether optimizer ``name``'s schedule advances after iteration ``it`` because the
+        optimizer stepped in it (a GAN trainer: D from ``disc_start`` on), or None: the schedule
         counts every iteration from 0 (the default)."""
         return None
 
     def _step_schedulers(self, it: int) -> None:
-        """Advance the schedules after iteration ``it``. A schedule with a :meth:`schedule_start`
-        advances from that iteration on, right after its optimizer's step. The others count
-        iterations, not optimizer steps, so an optimizer that has not stepped yet (a D that starts
-        late, a skipped non-finite step) is still on schedule when it starts; torch's warning about
-        that order is silenced for those only."""
+        """Advance the schedules after iteration ``it``. A schedule that :meth:`schedule_steps`
+        governs advances with its optimizer's steps. The others count iterations, not optimizer
+        steps, so an optimizer that has not stepped yet (a D that starts late, a skipped non-finite
+        step) is still on schedule when it starts; torch's warning about that order is silenced for
+        those only."""
         for name, scheduler in self.schedulers.items():
-            start = self.schedule_start(name)
-            if start is not None:
-                if it >= start:
+            steps = self.schedule_steps(name, it)
+            if steps is not None:
+                if steps:
                     scheduler.step()
                 continue
             with warnings.catch_warnings():

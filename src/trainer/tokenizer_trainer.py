@@ -9,6 +9,10 @@ the training logic outside the model::
         w    = gain * clamp(|grad_W nll| / (|grad_W g| + 1e-4), 0, 1e4),  W = decoder.conv_out.weight
     D:  [it >= disc_start] * disc_factor * 0.5 * (relu(1 - D(x)) + relu(1 + D(sg(x_hat))))  (hinge)
 
+With ``trainer.alternate_gd`` the GAN phase alternates: D steps at ``disc_start`` and every second
+iteration after it, G on the others (AliTok's 1D tokenizer); each schedule counts its optimizer's
+own steps.
+
 ``loss.gan_gain`` is taming's ``disc_weight`` (0.8 for the ImageNet f16 models, 0.75 for
 latent-diffusion's f8 models and the seed's "aglwg075"). Without ``loss.adaptive_weight`` the GAN
 weight is ``gain`` alone. The quantizer is chosen by the model's ``quantizer`` option, so this one
@@ -23,6 +27,7 @@ milestones are relative to the iteration D starts).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from typing import Dict, Optional
@@ -106,6 +111,7 @@ class VQGANTrainer(BaseTrainer):
         self.perceptual = optional_loss(lcfg.get("perceptual_loss"), self.device)
         self.gan_loss = build_loss(dict(lcfg.get("gan_loss") or {"type": "HingeGANLoss"}))
         self.disc_start = int(self.cfg.trainer.get("disc_start", 0))
+        self.alternate = bool(self.cfg.trainer.get("alternate_gd", False))
 
         import src.models  # noqa: F401  (fills MODELS / SUBNETS)
 
@@ -129,9 +135,19 @@ class VQGANTrainer(BaseTrainer):
         if self.ema is not None:
             self.ema.model.load_state_dict(sharding.module_state(self.model))
 
-    def schedule_start(self, name: str) -> Optional[int]:
-        """G's schedule counts from iteration 0, D's from ``disc_start`` (its first step)."""
-        return self.disc_start if name == "d" else 0
+    def schedule_steps(self, name: str, it: int) -> Optional[bool]:
+        """Each schedule advances with its optimizer's steps: G's from iteration 0, D's from
+        ``disc_start`` (with ``alternate_gd``, on their own iterations only)."""
+        return self.d_turn(it) if name == "d" else self.g_turn(it)
+
+    def g_turn(self, it: int) -> bool:
+        """Whether G steps in iteration ``it``: always, or with ``trainer.alternate_gd`` once the GAN
+        is on, every other iteration (D first at ``disc_start``, then G, D, ...)."""
+        return not (self.alternate and it >= self.disc_start) or (it - self.disc_start) % 2 == 1
+
+    def d_turn(self, it: int) -> bool:
+        """Whether D steps in iteration ``it`` (from ``disc_start``; every other one with alternation)."""
+        return it >= self.disc_start and (not self.alternate or (it - self.disc_start) % 2 == 0)
 
     def checkpoint_modules(self) -> Dict[str, nn.Module]:
         modules = {"comp_model": self.model, "discriminator": self.discriminator}
@@ -143,16 +159,18 @@ class VQGANTrainer(BaseTrainer):
     def train_step(self, batch, it: int) -> Dict[str, float]:
         x = batch["image"]
         gan_on = it >= self.disc_start
-        with self.autocast():
-            out = self.net(x)
+        g_turn, d_turn = self.g_turn(it), self.d_turn(it)
+        with (contextlib.nullcontext() if g_turn else torch.no_grad()), self.autocast():
+            out = self.net(x)                      # a D-only iteration needs the fakes, not their gradients
         x_hat, quant = out["x_hat"].float(), out["quant"]
 
         # G: reconstruction, perceptual, quantizer and (after disc_start) adaptive-weighted GAN terms
-        terms = self.reconstruction_terms(x, x_hat)
+        with (contextlib.nullcontext() if g_turn else torch.no_grad()):
+            terms = self.reconstruction_terms(x, x_hat)
         nll = sum(terms.values())
         terms["quant"] = self.codebook_weight * quant.loss
         logs: Dict[str, float] = {}
-        if gan_on:
+        if gan_on and g_turn:
             self.discriminator.requires_grad_(False)
             with self.autocast():
                 g_adv = self.gan_loss(self.discriminator(x_hat).float(), is_real=True, is_disc=False)
@@ -160,12 +178,13 @@ class VQGANTrainer(BaseTrainer):
             terms["gan"] = weight * self.disc_factor * g_adv
             logs.update(g_adv=g_adv.item(), gan_weight=weight.item())
         self.check_finite(terms)
-        stepped = self.optimize("g", sum(terms.values()), self.g_params, self.cfg.optim.get("clip_max_norm"))
-        if self.ema is not None and stepped:
-            self.ema.update(self.model)
+        if g_turn:
+            stepped = self.optimize("g", sum(terms.values()), self.g_params, self.cfg.optim.get("clip_max_norm"))
+            if self.ema is not None and stepped:
+                self.ema.update(self.model)
 
         # D: real and detached fake in one pass (no batch statistics with ActNorm), hinge loss
-        if gan_on:
+        if d_turn:
             self.discriminator.requires_grad_(True)
             n = x.shape[0]
             with self.autocast():
