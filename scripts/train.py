@@ -4,11 +4,15 @@
     torchrun --nproc_per_node=N scripts/train.py CONFIG -d cuda      # DistributedDataParallel
 
 The experiment name is the config file's name; results go to ``<ckpt_dir>/<exp>/``.
-Training resumes from the experiment's latest checkpoint unless ``--no-auto-resume``.
+Training resumes from the experiment's latest checkpoint unless ``--no-auto-resume``;
+``--load_from ITER`` resumes from the checkpoint of iteration ITER instead (EMA, discriminator,
+optimizers, schedules, RNG and data position included, so the run continues as it did).
+``--autocast [bf16|fp16]`` sets ``amp`` / ``amp_dtype``; ``--grad_accum N`` sets ``grad_accum_steps``.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -28,19 +32,44 @@ def parse_args(argv=None):
     p.add_argument("--exp_name", default=None, help="experiment name (default: the config file's name)")
     p.add_argument("--no-auto-resume", dest="auto_resume", action="store_false",
                    help="start from scratch even if checkpoints of this experiment exist")
+    p.add_argument("--load_from", default=None, metavar="ITER",
+                   help="resume from this experiment's checkpoint of iteration ITER (e.g. 5000 or 250K)")
+    p.add_argument("--autocast", nargs="?", const="bf16", default=None, choices=("bf16", "fp16"),
+                   help="autocast the forward passes (bf16 by default; fp16 on CUDA only)")
+    p.add_argument("--grad_accum", type=int, default=None, metavar="N",
+                   help="accumulate the gradients of N batches per optimizer step")
     return p.parse_args(argv)
+
+
+def flag_overrides(args) -> list:
+    """``--autocast`` and ``--grad_accum`` as config overrides (before the ``--opt`` ones)."""
+    opts = []
+    if args.autocast:
+        opts += ["+amp=true", f"+amp_dtype={args.autocast}"]
+    if args.grad_accum is not None:
+        if args.grad_accum < 1:
+            raise SystemExit(f"error: --grad_accum must be >= 1, got {args.grad_accum}")
+        opts.append(f"+grad_accum_steps={args.grad_accum}")
+    return opts + list(args.opt)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    preflight, cfg = training_inputs(args.config, args.opt)   # every missing input at once, before torch
+    load_from = None
+    if args.load_from is not None:
+        tag = args.load_from.strip()
+        if not re.fullmatch(r"\d+[kK]?", tag):
+            print(f"error: --load_from {args.load_from!r} is not an iteration (e.g. 5000 or 250K)", file=sys.stderr)
+            return 2
+        load_from = int(tag[:-1]) * 1000 if tag[-1] in "kK" else int(tag)
+    preflight, cfg = training_inputs(args.config, flag_overrides(args))   # every missing input at once, before torch
     if preflight.failed():
         return 2
     exp = args.exp_name or Path(args.config).stem
     from src.trainer import run_training  # torch, compressai: only once the arguments are checked
 
     return run_training(cfg, exp, args.device, use_wandb=args.use_wandb, debug=args.debug,
-                        auto_resume=args.auto_resume, dry_run=args.dry_run)
+                        auto_resume=args.auto_resume, dry_run=args.dry_run, load_from=load_from)
 
 
 if __name__ == "__main__":

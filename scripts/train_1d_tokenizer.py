@@ -11,7 +11,8 @@ restart resumes from its newest checkpoint with the flags given now: a new ``--l
 saved learning rate, ``--disc_start`` / ``--lpips_weight`` / ``--perceptual_weight`` take effect
 at once. Ctrl-C (or SIGTERM) saves the current iteration first. Flags left out keep the config's
 values (config/tokenizer/alitok/alitok_<stage>.yaml; ``--config`` picks another). Stage 2 starts
-from the newest checkpoint of ``--stage1_exp``.
+from the newest checkpoint of ``--stage1_exp``. ``--load_from ITER`` resumes at that iteration instead
+of the newest; ``--grad_accum N`` steps once per N batches.
 """
 from __future__ import annotations
 
@@ -47,6 +48,10 @@ def parse_args(argv=None):
     p.add_argument("--debug", action="store_true", help="debug logging, log every iteration")
     p.add_argument("--dry_run", action="store_true", help="build everything and run one step; write nothing")
     p.add_argument("--opt", nargs="+", default=[], metavar="KEY=VALUE", help="further config overrides")
+    p.add_argument("--load_from", type=int, default=None, metavar="ITER",
+                   help="resume from this stage's checkpoint of iteration ITER (instead of the newest)")
+    p.add_argument("--grad_accum", type=int, default=None, metavar="N",
+                   help="accumulate the gradients of N batches per optimizer step")
     return p.parse_args(argv)
 
 
@@ -63,6 +68,10 @@ def overrides(args) -> list:
         opts += [f"loss.lpips.loss_weight={args.lpips_weight}", "loss.lpips_until=null"]
     if args.lr is not None:
         opts += [f"optim.g_optimizer.lr={args.lr}", f"optim.d_optimizer.lr={args.lr}"]
+    if args.grad_accum is not None:
+        if args.grad_accum < 1:
+            raise SystemExit(f"error: --grad_accum must be >= 1, got {args.grad_accum}")
+        opts.append(f"+grad_accum_steps={args.grad_accum}")
     if args.stage1_exp is not None:
         if args.stage != "stage2":
             raise SystemExit("error: --stage1_exp is for --stage stage2")
@@ -85,7 +94,8 @@ def main(argv=None) -> int:
     exp = args.exp_name or (f"alitok_{args.stage}" if args.config is None else Path(args.config).stem)
     from src.trainer import run_training  # torch, compressai: only once the arguments are checked
 
-    return run_training(cfg, exp, args.device, use_wandb=args.use_wandb, debug=args.debug, dry_run=args.dry_run)
+    return run_training(cfg, exp, args.device, use_wandb=args.use_wandb, debug=args.debug, dry_run=args.dry_run,
+                        load_from=args.load_from)
 
 
 if __name__ == "__main__":

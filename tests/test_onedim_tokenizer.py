@@ -164,7 +164,9 @@ def test_stage1_losses_follow_the_schedule(stage1):
     assert len(logs) == 3 and all(math.isfinite(v) for log in logs for v in log.values())
     assert ["lpips" in log for log in logs] == [True, True, False]  # lpips_until=2
     assert all(log["perceptual"] > 0 and log["rec"] > 0 for log in logs)
-    assert ["gan" in log for log in logs] == [False, True, True] and stage1["d_changed"]  # disc_start=1
+    # disc_start=1 and alternate_gd: D alone at iteration 1, G (with its GAN term) alone at 2
+    assert ["gan" in log for log in logs] == [False, False, True] and stage1["d_changed"]
+    assert ["d_real" in log for log in logs] == [False, True, False]
     ckpt = load_file(latest_checkpoint(stage1["dir"], "quickstart_stage1"))
     assert ckpt["iter"] == 3 and ckpt["comp_model"]["decoder.start_tokens"].shape[0] == 1
     samples = list((stage1["dir"] / "quickstart_stage1").rglob("*.png"))
@@ -224,7 +226,7 @@ def test_script_flags_become_config_values():
     assert cfg.optim.g_optimizer.lr == 2e-5 and cfg.optim.d_optimizer.lr == 2e-5
     plain = load_config(ROOT / "config" / "tokenizer" / "alitok" / "alitok_stage2.yaml",
                         script.overrides(script.parse_args(["--stage", "stage2", "--stage1_exp", "mine"])))
-    assert plain.model.clustering_vq is False and plain.loss.lpips_until == 50000
+    assert plain.model.clustering_vq is False and plain.loss.lpips.loss_weight == 0.0   # LPIPS off by default
     assert plain.load_checkpoint.exp == "mine" and plain.model.freeze_encoder and not plain.model.causal_decoder
     assert script.main(["--stage", "stage1", "--config", str(STAGE2), "-d", "cpu", "--dry_run"]) == 2
 

@@ -68,12 +68,13 @@ def test_codec_script_lists_model_path_image_folder_and_vqgan_before_importing_t
 
 
 def test_train_1d_tokenizer_missing_root_and_offline_weights_in_one_report(tmp_path):
-    rc, err, heavy = run_script("train_1d_tokenizer.py", "--root", tmp_path / "nonexistent", "-d", "cpu",
-                                cwd=tmp_path, env={"TORCH_HOME": str(tmp_path / "torch_home")})
+    rc, err, heavy = run_script("train_1d_tokenizer.py", "--root", tmp_path / "nonexistent", "--lpips_weight", "1.0",
+                                "-d", "cpu", cwd=tmp_path, env={"TORCH_HOME": str(tmp_path / "torch_home")})
     assert rc == 2, err
     found = problems(err)
     assert any("dataset.train_dataset.root_dir" in p and "nonexistent" in p for p in found), err
-    # the weights of LPIPS (VGG) and of the ConvNeXt loss: a problem only where they cannot be downloaded
+    # the weights of LPIPS (VGG, on with --lpips_weight) and of the ConvNeXt loss: a problem only where they
+    # cannot be downloaded
     weight_lines = [p for p in found if "vgg16-397923af.pth" in p or "convnext_small-0c510722.pth" in p]
     assert len(weight_lines) == (0 if can_reach("download.pytorch.org") else 2), err
     assert str(tmp_path / "torch_home" / "hub" / "checkpoints") in err or not weight_lines

@@ -62,7 +62,8 @@ def test_vqkd_trains_and_checkpoints(zoo_runs):
 
 
 def test_cluster_trains_without_optimizer(tmp_path, sample_dir):
-    logs, path = run_training("config/tokenizer/cluster/quickstart_cluster.yaml", "cluster", tmp_path, sample_dir)
+    logs, path = run_training("config/tokenizer/cluster/quickstart_cluster.yaml", "cluster", tmp_path, sample_dir,
+                              "model.codebook=ema")
     assert all(math.isfinite(v) for log in logs for v in log.values())
     ckpt = load_file(path)
     assert set(ckpt["comp_model"]) == {"quantize.codebook", "quantize.usage", "quantize.initted"}

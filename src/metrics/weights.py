@@ -60,6 +60,7 @@ METRIC_WEIGHTS: dict[str, tuple[WeightFile, ...]] = {
     "fid": (FID_INCEPTION,),
     "kid": (FID_INCEPTION,),
     "fid/kid": (FID_INCEPTION,),  # one Inception network serves both
+    "is": (FID_INCEPTION,),       # Inception Score: the same network's 1008-class layer
 }
 
 # Errors that mean "the weights could not be fetched or read", not a bug in our code.

@@ -8,8 +8,13 @@ A trainer subclass supplies four things:
   backward passes through :meth:`optimize`, so the order of G/D/aux updates is visible
 * ``validate(it)``        -> ``{name: float}`` (optional; runs every ``eval_step``)
 
-The base owns everything else: devices and DDP, data, seeds, lr schedules, logging,
-checkpoints (atomic, keep policy, auto-resume, loading a previous step), signals.
+The base owns everything else: devices and DDP (or FSDP: ``parallel: fsdp``, see
+:mod:`src.trainer.sharding`), data, seeds, lr schedules, logging (scalars
+averaged over the ranks), checkpoints (atomic, keep policy, auto-resume or resume at a given
+iteration, loading a previous step), signals, and gradient accumulation: with
+``grad_accum_steps: N`` one iteration runs ``train_step`` on N batches, :meth:`optimize`
+back-propagates ``loss / N`` each time and steps the optimizer after the last one (an
+iteration then sees ``N * batch_size`` images per rank; the schedules count iterations).
 """
 from __future__ import annotations
 
@@ -31,16 +36,25 @@ from src.data.datasets import build_dataset, collate_images
 from src.data.sampler import ResumableSampler
 from src.utils import dist
 from src.utils.checkpoint import (UntrustedCheckpointError, atomic_torch_save, checkpoint_path, latest_checkpoint,
-                                  list_checkpoints, load_file, load_model_state, parse_iter_tag, prune_checkpoints,
+                                  list_checkpoints, load_file, parse_iter_tag, prune_checkpoints,
                                   remove_stale_temporaries, rng_state, set_rng_state)
 from src.utils.config import Config, save_config
 from src.utils.image_io import save_rgb
 from src.utils.logger import WandbLogger, setup_logging
+from src.trainer import sharding
 from src.trainer.optim import build_scheduler, set_lr
 
 log = logging.getLogger(__name__)
 #: consecutive steps with a non-finite gradient (and a finite loss) after which training stops
 MAX_SKIPPED_STEPS = 5
+
+
+def mean_logs(rows: list) -> Dict[str, float]:
+    """Per key, the mean of the micro-batches' logged scalars (one row: returned as is)."""
+    if len(rows) == 1:
+        return rows[0]
+    keys = dict.fromkeys(k for row in rows for k in row)
+    return {k: sum(float(r[k]) for r in rows if k in r) / sum(k in r for r in rows) for k in keys}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -49,7 +63,8 @@ class NonFiniteLossError(FloatingPointError):
 
 class BaseTrainer:
     def __init__(self, cfg: Config, exp_name: str, device: str = "cpu", use_wandb: bool = False,
-                 debug: bool = False, auto_resume: bool = True, dry_run: bool = False):
+                 debug: bool = False, auto_resume: bool = True, dry_run: bool = False,
+                 load_from: Optional[int] = None):
         self.cfg = cfg
         self.exp_name = exp_name
         self.debug = debug
@@ -62,6 +77,14 @@ class BaseTrainer:
 
         self.amp, self.amp_dtype = self._amp_setting(cfg)
         self.channels_last = bool(cfg.get("channels_last", False))
+        self.accum_steps = int(cfg.get("grad_accum_steps", 1) or 1)
+        if self.accum_steps < 1:
+            raise ValueError(f"grad_accum_steps must be >= 1, got {self.accum_steps}")
+        self._micro = 0   # index of the current micro-batch within the iteration
+        self.parallel = str(cfg.get("parallel", "ddp"))
+        if self.parallel not in sharding.STRATEGIES:
+            raise ValueError(f"parallel must be one of {sharding.STRATEGIES}, got {self.parallel!r}")
+        self.sharded = self.parallel == "fsdp" and dist.is_distributed()
         self.model = self.build_model().to(self.device)
         self.net = self._wrap_ddp(self.model)
         self.optimizers = self.build_optimizers()
@@ -77,7 +100,11 @@ class BaseTrainer:
         self._skipped_steps: Dict[str, int] = {}
         if self.is_main and not dry_run:
             remove_stale_temporaries(checkpoint_path(cfg.get("ckpt_dir", "./checkpoint"), exp_name, 0).parent)
-        resumed = auto_resume and not dry_run and self._resume()
+        if load_from is not None:
+            self._resume(at=int(load_from))   # --load_from ITER: this checkpoint, or an error
+            resumed = True
+        else:
+            resumed = auto_resume and not dry_run and self._resume()
         if not resumed and cfg.get("load_checkpoint"):
             self._load_previous_step(cfg.load_checkpoint)
         self.train_loader = self._build_loader()
@@ -123,16 +150,20 @@ class BaseTrainer:
         try:
             while it < total and self._stop_signal is None:
                 t0 = time.perf_counter()
-                batch = self._to_device(next(data_iter))
-                t1 = time.perf_counter()
                 self.model.train()
-                logs = self.train_step(batch, it)
-                self._step_schedulers()
+                micro_logs = []
+                for self._micro in range(self.accum_steps):
+                    t1 = time.perf_counter()
+                    batch = self._to_device(next(data_iter))
+                    data_time += time.perf_counter() - t1
+                    micro_logs.append(self.train_step(batch, it))
+                logs = mean_logs(micro_logs)
+                self._step_schedulers(it)
                 it += 1
-                t2 = time.perf_counter()
-                data_time, step_time = data_time + (t1 - t0), step_time + (t2 - t0)
+                step_time += time.perf_counter() - t0
                 pbar.update(1)
                 if it % log_step == 0 or it == total:
+                    logs = dist.all_reduce_scalars(logs)   # every rank takes part; rank 0 logs
                     logs["lr"] = self.optimizers["g"].param_groups[0]["lr"] if "g" in self.optimizers else 0.0
                     logs["data_share"] = data_time / max(step_time, 1e-9)
                     self._log(logs, it, pbar)
@@ -155,14 +186,27 @@ class BaseTrainer:
         return it
 
     # ----------------------------------------------------------- step helpers
-    def _step_schedulers(self) -> None:
-        """Advance every schedule by one iteration. Schedules count iterations, not optimizer steps, so
-        an optimizer that has not stepped yet (D before ``disc_start``, a skipped non-finite step) is
-        still on schedule when it starts; torch's warning about that order is silenced here only."""
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before "
-                                    r"`optimizer\.step\(\)`", category=UserWarning)
-            for scheduler in self.schedulers.values():
+    def schedule_steps(self, name: str, it: int) -> Optional[bool]:
+        """Whether optimizer ``name``'s schedule advances after iteration ``it`` because the
+        optimizer stepped in it (a GAN trainer: D from ``disc_start`` on), or None: the schedule
+        counts every iteration from 0 (the default)."""
+        return None
+
+    def _step_schedulers(self, it: int) -> None:
+        """Advance the schedules after iteration ``it``. A schedule that :meth:`schedule_steps`
+        governs advances with its optimizer's steps. The others count iterations, not optimizer
+        steps, so an optimizer that has not stepped yet (a D that starts late, a skipped non-finite
+        step) is still on schedule when it starts; torch's warning about that order is silenced for
+        those only."""
+        for name, scheduler in self.schedulers.items():
+            steps = self.schedule_steps(name, it)
+            if steps is not None:
+                if steps:
+                    scheduler.step()
+                continue
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before "
+                                        r"`optimizer\.step\(\)`", category=UserWarning)
                 scheduler.step()
 
     def _amp_setting(self, cfg: Config):
@@ -189,17 +233,24 @@ class BaseTrainer:
                 raise NonFiniteLossError(f"loss term '{name}' is {value.detach().float().mean().item()}")
 
     def optimize(self, name: str, loss: torch.Tensor, params: Optional[Iterable[nn.Parameter]] = None,
-                 clip: Optional[float] = None) -> None:
-        """zero_grad -> backward -> (unscale, clip) -> step, for optimizer ``name``."""
+                 clip: Optional[float] = None) -> bool:
+        """zero_grad -> backward -> (unscale, clip) -> step, for optimizer ``name``; True when the
+        optimizer stepped. With gradient accumulation the gradients of ``loss / grad_accum_steps``
+        add up over the iteration's micro-batches and only the last one steps."""
         opt, scaler = self.optimizers[name], self.scalers[name]
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        if self._micro == 0:
+            opt.zero_grad(set_to_none=True)
+        scaler.scale(loss / self.accum_steps if self.accum_steps > 1 else loss).backward()
+        if self._micro < self.accum_steps - 1:
+            return False
         params = list(params) if params is not None else [p for g in opt.param_groups for p in g["params"]]
         if clip:
             scaler.unscale_(opt)
             norm = torch.nn.utils.clip_grad_norm_(params, clip)
         elif not scaler.is_enabled():
             norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        if not scaler.is_enabled():
+            norm = sharding.full_value(norm)   # FSDP: a DTensor over the shards
         if not scaler.is_enabled() and not torch.isfinite(norm):
             # a finite loss with a non-finite gradient: never applied (the AMP scaler skips these itself)
             opt.zero_grad(set_to_none=True)
@@ -209,10 +260,11 @@ class BaseTrainer:
             if skipped >= MAX_SKIPPED_STEPS:
                 raise NonFiniteLossError(f"optimizer {name}: {skipped} steps in a row had non-finite gradients; "
                                          "the last good checkpoint is kept")
-            return
+            return False
         self._skipped_steps[name] = 0
         scaler.step(opt)
         scaler.update()
+        return True
 
     def save_samples(self, it: int, images: Dict[str, torch.Tensor]) -> None:
         """Write ``{name: 3xHxW in [-1,1]}`` under ``samples/iter_<it>/`` and to wandb (not in a dry run)."""
@@ -230,12 +282,16 @@ class BaseTrainer:
 
     def save_checkpoint(self, it: int) -> Optional[Path]:
         self.before_save()   # on every rank: buffers must keep one shape across DDP ranks
+        modules = self.checkpoint_modules()
+        # FSDP: every rank takes part in gathering the whole tensors, rank 0 gets them
+        state = {name: sharding.module_state(m, rank0_only=True) for name, m in modules.items()}
+        optimizers = {k: sharding.optimizer_state(o, sharding.owner_of(o, modules) if self.sharded else self.model)
+                      for k, o in self.optimizers.items()}
         if not self.is_main:
             dist.barrier()
             return None
-        state = {name: m.state_dict() for name, m in self.checkpoint_modules().items()}
         state.update({
-            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "optimizers": optimizers,
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "scalers": {k: s.state_dict() for k, s in self.scalers.items()},
             "iter": it, "rng": rng_state(), "config": self.cfg.to_dict(),
@@ -249,9 +305,23 @@ class BaseTrainer:
         dist.barrier()
         return path
 
-    def _resume(self) -> bool:
-        """Resume from the newest readable checkpoint (a corrupt newer one is skipped with a warning)."""
+    def _resume(self, at: Optional[int] = None) -> bool:
+        """Resume from the newest readable checkpoint (a corrupt newer one is skipped with a warning),
+        or, with ``at``, from the checkpoint of that iteration: model, EMA, discriminator, optimizers,
+        schedules, RNG and data position, so the run continues as the original one did. Checkpoints
+        after ``at`` are replaced (and pruned by the keep policy) as the run passes them."""
         found = list_checkpoints(self.cfg.get("ckpt_dir", "./checkpoint"), self.exp_name)
+        if at is not None:
+            if at not in found:
+                folder = Path(self.cfg.get("ckpt_dir", "./checkpoint")) / self.exp_name / "model"
+                have = ", ".join(str(k) for k in found) or "none"
+                raise FileNotFoundError(f"--load_from {at}: experiment {self.exp_name!r} has no checkpoint of "
+                                        f"iteration {at} in {folder} (iterations there: {have})")
+            later = [k for k in found if k > at]
+            if later:
+                log.warning("resuming at iteration %d; the later checkpoints %s will be replaced or pruned as the "
+                            "run passes them", at, later)
+            found = {at: found[at]}
         if not found:
             return False
         for it in sorted(found, reverse=True):
@@ -266,9 +336,14 @@ class BaseTrainer:
         else:
             raise RuntimeError(f"none of the {len(found)} checkpoints of {self.exp_name} in "
                                f"{path.parent} can be read; move them away to start from scratch")
-        for name, module in self.checkpoint_modules().items():
-            load_model_state(module, ckpt[name], strict=True, source=f"{path}:{name}")
-        for group in ("optimizers", "schedulers", "scalers"):
+        modules = self.checkpoint_modules()
+        for name, module in modules.items():
+            sharding.load_module_state(module, ckpt[name], strict=True, source=f"{path}:{name}")
+        for k, opt in self.optimizers.items():
+            if k in ckpt.get("optimizers", {}):
+                owner = sharding.owner_of(opt, modules) if self.sharded else self.model
+                sharding.load_optimizer_state(opt, owner, ckpt["optimizers"][k])
+        for group in ("schedulers", "scalers"):
             for k, obj in getattr(self, group).items():
                 if k in ckpt.get(group, {}):
                     obj.load_state_dict(ckpt[group][k])
@@ -307,14 +382,16 @@ class BaseTrainer:
         path = self._previous_step_path(spec)
         ckpt = load_file(path, map_location="cpu")
         strict = bool(spec.get("strict", True))
-        load_model_state(self.model, ckpt["comp_model"], strict=strict, source=str(path))
+        sharding.load_module_state(self.model, ckpt["comp_model"], strict=strict, source=str(path))
         modules = self.checkpoint_modules()
         if spec.get("load_discriminator") and "discriminator" in modules:
-            load_model_state(modules["discriminator"], ckpt["discriminator"], strict=strict, source=f"{path}:D")
+            sharding.load_module_state(modules["discriminator"], ckpt["discriminator"], strict=strict,
+                                       source=f"{path}:D")
         if spec.get("load_optimizer"):
             for k, opt in self.optimizers.items():
                 if k in ckpt.get("optimizers", {}):
-                    opt.load_state_dict(ckpt["optimizers"][k])
+                    owner = sharding.owner_of(opt, modules) if self.sharded else self.model
+                    sharding.load_optimizer_state(opt, owner, ckpt["optimizers"][k])
         if spec.get("load_scheduler"):
             for k, sch in self.schedulers.items():
                 if k in ckpt.get("schedulers", {}):
@@ -330,7 +407,7 @@ class BaseTrainer:
         dataset = build_dataset(dcfg.train_dataset, train=True)
         batch = int(dcfg.batch_size)
         sampler = ResumableSampler(len(dataset), seed=int(self.cfg.get("seed", 0)),
-                                   start_position=self.start_iter * batch * dist.world_size(),
+                                   start_position=self.start_iter * self.accum_steps * batch * dist.world_size(),
                                    rank=dist.rank(), world_size=dist.world_size())
         workers = int(dcfg.get("num_workers", 0))
         g = torch.Generator()
@@ -354,24 +431,31 @@ class BaseTrainer:
         return out
 
     # -------------------------------------------------------------- internals
-    def _wrap_ddp(self, model: nn.Module) -> nn.Module:
-        """``model`` as the loop runs it: channels_last weights when configured, DDP when distributed."""
+    def _wrap_ddp(self, model: nn.Module, shardable: bool = True) -> nn.Module:
+        """``model`` as the loop runs it: channels_last weights when configured, DDP (or, with
+        ``parallel: fsdp`` and ``shardable``, sharded in place) when distributed."""
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         if not dist.is_distributed():
             return model
+        if self.sharded and shardable:
+            return sharding.shard(model)
         ids = [self.device.index] if self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=ids,
                                                    find_unused_parameters=bool(self.cfg.get("ddp_find_unused", True)))
 
     def _run_validation(self, it: int) -> None:
-        if not self.is_main or self.eval_dataset is None:
+        # a sharded model's forward is a collective: under FSDP every rank validates, rank 0 reports
+        if (not self.is_main and not self.sharded) or self.eval_dataset is None:
             dist.barrier()
             return
         self.model.eval()
         with torch.no_grad():
             metrics = self.validate(it)
         self.model.train()
+        if not self.is_main:
+            dist.barrier()
+            return
         if metrics:
             log.info("validation @%d: %s", it, "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
             self.wandb.log({f"val/{k}": v for k, v in metrics.items()}, it)

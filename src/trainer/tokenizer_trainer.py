@@ -9,20 +9,30 @@ the training logic outside the model::
         w    = gain * clamp(|grad_W nll| / (|grad_W g| + 1e-4), 0, 1e4),  W = decoder.conv_out.weight
     D:  [it >= disc_start] * disc_factor * 0.5 * (relu(1 - D(x)) + relu(1 + D(sg(x_hat))))  (hinge)
 
+With ``trainer.alternate_gd`` the GAN phase alternates: D steps at ``disc_start`` and every second
+iteration after it, G on the others (AliTok's 1D tokenizer); each schedule counts its optimizer's
+own steps.
+
 ``loss.gan_gain`` is taming's ``disc_weight`` (0.8 for the ImageNet f16 models, 0.75 for
 latent-diffusion's f8 models and the seed's "aglwg075"). Without ``loss.adaptive_weight`` the GAN
 weight is ``gain`` alone. The quantizer is chosen by the model's ``quantizer`` option, so this one
 trainer covers VQGAN, CVQ-VAE, FSQ and LFQ; each quantizer's own loss is ``QuantizerOutput.loss``.
 
 With ``trainer.ema_decay`` an exponential moving average of the generator weights is kept, saved
-as ``ema_model`` (same keys as ``comp_model``) and used for validation.
+as ``ema_model`` (same keys as ``comp_model``) and used for validation. Validation adds LPIPS
+(AlexNet) and rFID over the evaluation images when their ImageNet weights are here
+(``eval_learned_metrics: false`` turns them off). The generator's learning-rate
+schedule counts iterations from 0, the discriminator's from ``disc_start`` (its warm-up and
+milestones are relative to the iteration D starts).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from typing import Dict, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -31,6 +41,7 @@ from src.losses import adaptive_gan_weight, build_loss
 from src.metrics.pixel import psnr
 from src.models.vq.quantizers import usage_from_counts
 from src.tokenizer_tools import reconstruct, ssim
+from src.trainer import sharding
 from src.trainer.base_trainer import BaseTrainer
 from src.trainer.optim import build_optimizer
 from src.utils.registry import MODELS, SUBNETS, TRAINERS
@@ -44,7 +55,8 @@ class ModelEMA:
     """Exponential moving average of a model's weights (a frozen copy in eval mode).
 
     ``update``: ``ema = decay * ema + (1 - decay) * param`` for floating-point parameters and
-    buffers; other buffers (counters, flags) are copied.
+    buffers; other buffers (counters, flags) are copied. Under FSDP each rank keeps the whole EMA
+    copy and gathers the sharded weights for the update.
     """
 
     def __init__(self, model: nn.Module, decay: float):
@@ -57,6 +69,7 @@ class ModelEMA:
     def update(self, model: nn.Module) -> None:
         ema_state = self.model.state_dict()
         for name, value in model.state_dict().items():
+            value = sharding.full_value(value)
             target = ema_state[name]
             if target.is_floating_point():
                 target.mul_(self.decay).add_(value.detach().to(target.dtype), alpha=1.0 - self.decay)
@@ -98,12 +111,15 @@ class VQGANTrainer(BaseTrainer):
         self.perceptual = optional_loss(lcfg.get("perceptual_loss"), self.device)
         self.gan_loss = build_loss(dict(lcfg.get("gan_loss") or {"type": "HingeGANLoss"}))
         self.disc_start = int(self.cfg.trainer.get("disc_start", 0))
+        self.alternate = bool(self.cfg.trainer.get("alternate_gd", False))
 
         import src.models  # noqa: F401  (fills MODELS / SUBNETS)
 
         model = MODELS.build(self.cfg.model.to_dict()).to(self.device)
         self.discriminator = SUBNETS.build(self.cfg.discriminator.to_dict()).to(self.device)
-        self.disc_net = self._wrap_ddp(self.discriminator)
+        # D stays under DDP with parallel: fsdp: ActNorm initialises its parameters in place from the
+        # first batch, which a sharded module would write to a gathered copy and lose; D is small
+        self.disc_net = self._wrap_ddp(self.discriminator, shardable=False)
         decay = self.cfg.trainer.get("ema_decay")
         self.ema: Optional[ModelEMA] = ModelEMA(model, decay) if decay else None
         return model
@@ -117,7 +133,21 @@ class VQGANTrainer(BaseTrainer):
         """``load_checkpoint`` (fine-tuning): the EMA starts from the loaded weights."""
         super()._load_previous_step(spec)
         if self.ema is not None:
-            self.ema.model.load_state_dict(self.model.state_dict())
+            self.ema.model.load_state_dict(sharding.module_state(self.model))
+
+    def schedule_steps(self, name: str, it: int) -> Optional[bool]:
+        """Each schedule advances with its optimizer's steps: G's from iteration 0, D's from
+        ``disc_start`` (with ``alternate_gd``, on their own iterations only)."""
+        return self.d_turn(it) if name == "d" else self.g_turn(it)
+
+    def g_turn(self, it: int) -> bool:
+        """Whether G steps in iteration ``it``: always, or with ``trainer.alternate_gd`` once the GAN
+        is on, every other iteration (D first at ``disc_start``, then G, D, ...)."""
+        return not (self.alternate and it >= self.disc_start) or (it - self.disc_start) % 2 == 1
+
+    def d_turn(self, it: int) -> bool:
+        """Whether D steps in iteration ``it`` (from ``disc_start``; every other one with alternation)."""
+        return it >= self.disc_start and (not self.alternate or (it - self.disc_start) % 2 == 0)
 
     def checkpoint_modules(self) -> Dict[str, nn.Module]:
         modules = {"comp_model": self.model, "discriminator": self.discriminator}
@@ -129,16 +159,18 @@ class VQGANTrainer(BaseTrainer):
     def train_step(self, batch, it: int) -> Dict[str, float]:
         x = batch["image"]
         gan_on = it >= self.disc_start
-        with self.autocast():
-            out = self.net(x)
+        g_turn, d_turn = self.g_turn(it), self.d_turn(it)
+        with (contextlib.nullcontext() if g_turn else torch.no_grad()), self.autocast():
+            out = self.net(x)                      # a D-only iteration needs the fakes, not their gradients
         x_hat, quant = out["x_hat"].float(), out["quant"]
 
         # G: reconstruction, perceptual, quantizer and (after disc_start) adaptive-weighted GAN terms
-        terms = self.reconstruction_terms(x, x_hat)
+        with (contextlib.nullcontext() if g_turn else torch.no_grad()):
+            terms = self.reconstruction_terms(x, x_hat)
         nll = sum(terms.values())
         terms["quant"] = self.codebook_weight * quant.loss
         logs: Dict[str, float] = {}
-        if gan_on:
+        if gan_on and g_turn:
             self.discriminator.requires_grad_(False)
             with self.autocast():
                 g_adv = self.gan_loss(self.discriminator(x_hat).float(), is_real=True, is_disc=False)
@@ -146,12 +178,13 @@ class VQGANTrainer(BaseTrainer):
             terms["gan"] = weight * self.disc_factor * g_adv
             logs.update(g_adv=g_adv.item(), gan_weight=weight.item())
         self.check_finite(terms)
-        self.optimize("g", sum(terms.values()), self.g_params, self.cfg.optim.get("clip_max_norm"))
-        if self.ema is not None:
-            self.ema.update(self.model)
+        if g_turn:
+            stepped = self.optimize("g", sum(terms.values()), self.g_params, self.cfg.optim.get("clip_max_norm"))
+            if self.ema is not None and stepped:
+                self.ema.update(self.model)
 
         # D: real and detached fake in one pass (no batch statistics with ActNorm), hinge loss
-        if gan_on:
+        if d_turn:
             self.discriminator.requires_grad_(True)
             n = x.shape[0]
             with self.autocast():
@@ -192,14 +225,33 @@ class VQGANTrainer(BaseTrainer):
         """An evaluation image (3, H, W) as the model takes it: as is (a VQGAN codes any size)."""
         return image.unsqueeze(0).to(self.device)
 
+    def learned_metrics(self):
+        """(LPIPS, Inception features) for validation, each None when its ImageNet weights cannot be
+        loaded here (said once in the log) or when ``eval_learned_metrics`` is false; built once."""
+        if getattr(self, "_learned_metrics", None) is None:
+            from src.metrics import InceptionFeatures, LPIPSMetric
+            from src.tokenizer_tools import _OptionalMetric
+
+            on = bool(self.cfg.get("eval_learned_metrics", True))
+            skipped: Dict[str, str] = {}
+            lp = _OptionalMetric("lpips", on, lambda: LPIPSMetric(self.device), skipped).fn
+            inception = _OptionalMetric("rfid", on, lambda: InceptionFeatures(self.device), skipped).fn
+            for name, why in skipped.items():
+                if on:
+                    log.warning("validation without %s: %s", name, why)
+            self._learned_metrics = (lp, inception)
+        return self._learned_metrics
+
     def validate(self, it: int) -> Dict[str, float]:
-        """PSNR / SSIM on the evaluation images, codebook usage, perplexity and entropy over all
-        their tokens, and input | reconstruction samples (the EMA model when enabled)."""
+        """PSNR / SSIM (and LPIPS, rFID when their weights are here) on the evaluation images,
+        codebook usage, perplexity and entropy over all their tokens, and input | reconstruction
+        samples (the EMA model when enabled)."""
         model = self.ema.model if self.ema is not None else self.model
+        lp, inception = self.learned_metrics()
         size = model.quantize.codebook_size
         counts = torch.zeros(size, dtype=torch.long)
         limit = min(int(self.cfg.get("eval_max_images") or len(self.eval_dataset)), len(self.eval_dataset))
-        psnrs, ssims, samples = [], [], {}
+        psnrs, ssims, lpips, real, fake, samples = [], [], [], [], [], {}
         for i in range(limit):
             item = self.eval_dataset[i]
             x = self.eval_input(item["image"])
@@ -207,10 +259,22 @@ class VQGANTrainer(BaseTrainer):
             ref, rec = (x + 1) / 2, (x_hat.clamp(-1, 1) + 1) / 2
             psnrs.append(psnr(ref, rec).item())
             ssims.append(ssim(ref, rec).item())
+            if lp is not None:
+                lpips.append(lp(ref, rec).item())
+            if inception is not None:
+                real.append(inception(ref))
+                fake.append(inception(rec))
             counts += torch.bincount(indices.reshape(-1).cpu(), minlength=size)
             if i < 2:
                 samples[item["name"]] = torch.cat([x[0], x_hat[0].clamp(-1, 1)], dim=-1)
         self.save_samples(it, samples)
         stats = usage_from_counts(counts)
-        return {"psnr": sum(psnrs) / len(psnrs), "ssim": sum(ssims) / len(ssims),
-                **{k: float(v) for k, v in stats.items()}}
+        metrics = {"psnr": sum(psnrs) / len(psnrs), "ssim": sum(ssims) / len(ssims),
+                   **{k: float(v) for k, v in stats.items()}}
+        if lpips:
+            metrics["lpips"] = sum(lpips) / len(lpips)
+        if len(real) >= 2:
+            from src.metrics import fid_from_features
+
+            metrics["rfid"] = fid_from_features(np.concatenate(real), np.concatenate(fake))
+        return metrics

@@ -2,8 +2,9 @@
 
 * :class:`FeatureTokenizerTrainer` - VQ-KD (Peng et al., BEiT v2, 2022) and Cluster: the model
   returns predicted and teacher features; ``loss = mean(1 - cos(f_hat, f)) + codebook_weight *
-  quantizer loss``. Cluster has no trainable parameters (its codebook moves by EMA k-means), so it
-  has no optimiser and the logged ``rec`` is the k-means objective.
+  quantizer loss``. Cluster trains only its codebook (``codebook: gradient``, the seed's: by the
+  codebook loss) or nothing at all (``codebook: ema``: EMA k-means, no optimiser); its logged ``rec``
+  is the k-means objective.
 * :class:`PixelDecoderTrainer` - a VQGAN decoder on a frozen VQ-KD / Cluster tokenizer, with the
   losses of :class:`~src.trainer.tokenizer_trainer.VQGANTrainer` (taming-transformers).
 * :class:`OneDTokenizerTrainer` - the two-stage 1D tokenizer (``OneDTokenizer``): VQGAN-style
@@ -35,7 +36,9 @@ import src.models.ar  # noqa: F401  (LlamaC2I, TokenDataset)
 import src.models.tokenizers  # noqa: F401  (VQKD, ClusterTokenizer, PixelDecoder)
 from src.models.ar.data import collate_tokens
 from src.models.ar.sampling import sample
+from src.models.tokenizers.teachers import require_teachers
 from src.models.vq.quantizers import usage_from_counts
+from src.trainer import sharding
 from src.trainer.base_trainer import BaseTrainer
 from src.trainer.optim import build_optimizer
 from src.trainer.tokenizer_trainer import VQGANTrainer, optional_loss
@@ -74,10 +77,11 @@ class FeatureTokenizerTrainer(BaseTrainer):
     ``optim.g_optimizer`` (ignored when the model has no trainable parameters)."""
 
     def build_model(self) -> nn.Module:
+        require_teachers(self.cfg.model, train=True)   # before a ViT-B student is built
         return MODELS.build(self.cfg.model.to_dict())
 
-    def _wrap_ddp(self, model: nn.Module) -> nn.Module:
-        return super()._wrap_ddp(model) if _trainable(model) else model  # DDP refuses gradient-free modules
+    def _wrap_ddp(self, model: nn.Module, shardable: bool = True) -> nn.Module:
+        return super()._wrap_ddp(model, shardable) if _trainable(model) else model  # DDP refuses gradient-free modules
 
     def build_optimizers(self) -> Dict[str, torch.optim.Optimizer]:
         params = _trainable(self.model)
@@ -127,6 +131,7 @@ class PixelDecoderTrainer(VQGANTrainer):
             if not tok_cfg:
                 raise ValueError(f"{path} holds no config; give the tokenizer's section as model.tokenizer")
             self.cfg.model.tokenizer = tok_cfg  # saved with the run: its checkpoints rebuild alone
+        require_teachers(self.cfg.model, train=True)   # a frozen Cluster tokenizer encodes with its teacher
         model = super().build_model()
         strict = bool(self.cfg.get("tokenizer_strict", True))
         load_model_state(model.tokenizer, state, strict=strict, source=f"{path}:comp_model")
@@ -187,7 +192,7 @@ class OneDTokenizerTrainer(VQGANTrainer):
             return super()._load_previous_step(spec)
         path = self._previous_step_path(spec)  # stage 2 starts from a stage-1 run
         state = load_file(path, map_location="cpu")["comp_model"]
-        own = self.model.state_dict()
+        own = sharding.module_state(self.model)
         fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         frozen = {f"{prefix}.{k}" for prefix, part in (("encoder", self.model.encoder),
                                                       ("quantize", self.model.quantize))
@@ -196,9 +201,9 @@ class OneDTokenizerTrainer(VQGANTrainer):
             raise RuntimeError(f"{path} does not hold the frozen stage-1 encoder/codebook of this model "
                                f"(missing or differently shaped: {sorted(frozen - fits.keys())[:6]}); "
                                f"check that both stages share the encoder and codebook sizes")
-        self.model.load_state_dict(fits, strict=False)
+        sharding.load_module_state(self.model, fits, strict=False, source=str(path))
         if self.ema is not None:
-            self.ema.model.load_state_dict(self.model.state_dict())
+            self.ema.model.load_state_dict(sharding.module_state(self.model))
         fresh = sorted(k for k in own if k not in fits)
         log.info("stage 2 from %s: %d tensors loaded, %d new (%s)", path, len(fits), len(fresh),
                  ", ".join(fresh[:6]) + (" ..." if len(fresh) > 6 else ""))

@@ -3,6 +3,7 @@ process. A run under torchrun joins a process group also with one process (a 1-G
 from __future__ import annotations
 
 import os
+from typing import Dict, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -57,3 +58,18 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     value = value.detach().clone()
     dist.all_reduce(value)
     return value / world_size()
+
+
+def all_reduce_scalars(logs: Dict[str, float]) -> Dict[str, float]:
+    """The mean over all ranks of each logged scalar (a collective: every rank must call it).
+
+    Ranks may log different keys (a term one rank skipped): each key is averaged over the ranks
+    that logged it. One process: ``logs`` unchanged. Non-numbers are dropped.
+    """
+    logs = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float))}
+    if not is_distributed():
+        return logs
+    gathered: List[Optional[Dict[str, float]]] = [None] * world_size()
+    dist.all_gather_object(gathered, logs)
+    keys = dict.fromkeys(k for row in gathered for k in row)
+    return {k: sum(row[k] for row in gathered if k in row) / sum(k in row for row in gathered) for k in keys}

@@ -112,9 +112,8 @@ class Preflight:
             self._dataset("dataset.eval_dataset", data.get("eval_dataset"))
         for key, section in _sections(cfg.get("loss") or {}, "loss"):
             self._loss_weights(key, section)
-        teacher = (cfg.get("model") or {}).get("teacher")
-        if isinstance(teacher, Mapping):
-            self._teacher("model.teacher", teacher)
+        for key, teacher in needed_teachers(cfg.get("model") or {}, train=True):
+            self.teacher(key, teacher)
 
     def _dataset(self, key: str, section: Optional[Mapping[str, Any]]) -> None:
         if not section or "root_dir" not in section or section.get("sample_photos"):
@@ -146,7 +145,9 @@ class Preflight:
             self.downloadable(f"{key} ({kind}, {model})", hub_checkpoint_dir() / TORCHVISION_FILES[model],
                               TORCH_HUB_HOST, f"https://{TORCH_HUB_HOST}/models/{TORCHVISION_FILES[model]}")
 
-    def _teacher(self, key: str, section: Mapping[str, Any]) -> None:
+    def teacher(self, key: str, section: Mapping[str, Any]) -> None:
+        """A teacher section: ``tiny_vit``, or a timm teacher whose package and weights are here
+        (cached, a local ``weights`` file, or the hub reachable)."""
         name = section.get("name", "clip_vit_b16")
         if name == "tiny_vit":
             return
@@ -195,6 +196,31 @@ class Preflight:
         """:meth:`failed`, then exit with status 2; return when there is no problem."""
         if self.failed():
             raise SystemExit(2)
+
+
+#: models that run their teacher to encode (not only to train): a Cluster tokenizer clusters its features
+ENCODES_WITH_TEACHER = ("ClusterTokenizer",)
+
+
+def needed_teachers(model: Mapping[str, Any], train: bool, prefix: str = "model"):
+    """``(dotted key, teacher section)`` of each pretrained teacher a model section needs: its own
+    (VQ-KD when training; Cluster always) and that of a frozen ``tokenizer`` inside it (a pixel
+    decoder's), which only encodes."""
+    teacher = model.get("teacher")
+    if isinstance(teacher, Mapping) and (train or model.get("type") in ENCODES_WITH_TEACHER):
+        yield f"{prefix}.teacher", teacher
+    inner = model.get("tokenizer")
+    if isinstance(inner, Mapping):
+        yield from needed_teachers(inner, train=False, prefix=f"{prefix}.tokenizer")
+
+
+def teacher_problems(model: Mapping[str, Any], train: bool) -> Optional[str]:
+    """The report of every missing teacher package or weight file a model section needs (None: all
+    there); the trainers and :func:`src.tokenizer_tools.load_tokenizer` raise it before building."""
+    pf = Preflight()
+    for key, teacher in needed_teachers(model, train):
+        pf.teacher(key, teacher)
+    return pf.message() if pf.problems else None
 
 
 def _sections(node: Mapping[str, Any], prefix: str):

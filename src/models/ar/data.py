@@ -7,6 +7,10 @@ labels come from the layout:
 * ``root/*.npy`` with ``root/labels.json`` = ``{"<file stem>": class_id, ...}``;
 * ``root/*.npy`` alone: every image is class 0 (unconditional data).
 
+A file may hold several views of its image (``scripts/tokenize.py --aug flip | ten_crop``: shape
+``(views, h, w)``, or ``(views, n)`` for a 1D tokenizer): a training item takes one, drawn from its
+position in the epoch (so a resumed run draws the same), an evaluation item the first.
+
 Items are ``{"tokens": (h * w,) long, "label": long, "name": str}``; :func:`collate_tokens`
 batches them. (The dataset belongs in ``src/data``; it lives here until that package takes it.)
 """
@@ -67,10 +71,22 @@ class TokenDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
+    def _has_views(self, arr: np.ndarray) -> bool:
+        """Whether a file holds several views: by ``seq_len`` when set (a (views, ...) array whose
+        views have seq_len tokens), else a 3-D array (views of 2-D grids)."""
+        if self.seq_len is not None:
+            return arr.size != self.seq_len and arr.ndim >= 2 and int(np.prod(arr.shape[1:])) == self.seq_len
+        return arr.ndim == 3
+
     def __getitem__(self, key) -> Dict[str, object]:
         index = key[0] if isinstance(key, tuple) else key  # ResumableSampler yields (index, position)
         path = self.files[index]
-        tokens = torch.from_numpy(np.load(path).astype(np.int64).reshape(-1))
+        arr = np.load(path)
+        if self._has_views(arr):
+            view = int(np.random.default_rng([index, key[1]]).integers(arr.shape[0])) \
+                if self.train and isinstance(key, tuple) else 0
+            arr = arr[view]
+        tokens = torch.from_numpy(arr.astype(np.int64).reshape(-1))
         if self.seq_len is not None and tokens.numel() != self.seq_len:
             raise ValueError(f"{path}: {tokens.numel()} tokens, but the model expects seq_len={self.seq_len} "
                              f"(tokenize all images at one size)")

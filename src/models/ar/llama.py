@@ -10,8 +10,10 @@ SwiGLU feed-forward layers (Shazeer, 2020). The class is the first token::
 
 During training the class is replaced by the null class with probability ``class_dropout``
 (10 %), so the same network gives the unconditional logits of classifier-free guidance (Ho &
-Salimans, 2022); see :func:`src.models.ar.sampling.sample`. Positions use 1D rotary embeddings
-over the raster order (LlamaGen uses 2D RoPE; 1D works for any grid).
+Salimans, 2022); see :func:`src.models.ar.sampling.sample`. Positions use rotary embeddings:
+``rope: 2d`` (LlamaGen's; a square grid) rotates half of each head's channel pairs by the row and
+half by the column of the token (the class token is not rotated); ``rope: 1d`` uses the raster
+index and works for any sequence (a 1D tokenizer's).
 """
 from __future__ import annotations
 
@@ -43,6 +45,24 @@ def rope_tables(seq_len: int, head_dim: int, base: float = 10000.0):
     """cos / sin tables ``(seq_len, head_dim / 2)`` of the rotary embedding."""
     inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim)
     angles = torch.outer(torch.arange(seq_len).float(), inv_freq)
+    return angles.cos(), angles.sin()
+
+
+def rope_tables_2d(seq_len: int, head_dim: int, base: float = 10000.0):
+    """cos / sin tables ``(seq_len, head_dim / 2)`` of 2D rotary embeddings for the inputs
+    ``[class, t_0, ..., t_{seq_len-2}]`` of a square ``s x s`` grid (``s * s == seq_len``): position 0
+    (the class) gets angle 0; the input holding ``t_k`` gets row ``k // s`` angles in the first
+    ``head_dim / 4`` pairs and column ``k % s`` angles in the last ``head_dim / 4``, each with the
+    frequencies ``base ** (-4 j / head_dim)``."""
+    side = int(round(seq_len ** 0.5))
+    if side * side != seq_len:
+        raise ValueError(f"rope '2d' needs a square token grid, got seq_len {seq_len}; use rope '1d'")
+    if head_dim % 4:
+        raise ValueError(f"rope '2d' needs a head size divisible by 4, got {head_dim}")
+    inv_freq = 1.0 / base ** (torch.arange(0, head_dim // 2, 2).float() / (head_dim // 2))
+    k = torch.arange(seq_len - 1)
+    angles = torch.cat([torch.outer((k // side).float(), inv_freq), torch.outer((k % side).float(), inv_freq)], 1)
+    angles = torch.cat([angles.new_zeros(1, head_dim // 2), angles])
     return angles.cos(), angles.sin()
 
 
@@ -113,11 +133,12 @@ class LlamaC2I(nn.Module):
         num_classes: classes (one more embedding row is the null class).
         dim, depth, num_heads, multiple_of: widths (LlamaGen-B: 768, 12, 12).
         class_dropout: probability of replacing the class by the null class in training.
+        rope: ``"1d"`` (raster index) or ``"2d"`` (row and column; LlamaGen's).
     """
 
     def __init__(self, *, vocab_size: int = 8192, seq_len: int = 256, num_classes: int = 1000, dim: int = 768,
                  depth: int = 12, num_heads: int = 12, multiple_of: int = 256, class_dropout: float = 0.1,
-                 rope_base: float = 10000.0):
+                 rope_base: float = 10000.0, rope: str = "1d"):
         super().__init__()
         if dim % num_heads or (dim // num_heads) % 2:
             raise ValueError(f"dim {dim} / num_heads {num_heads} must give an even head size")
@@ -128,7 +149,10 @@ class LlamaC2I(nn.Module):
         self.layers = nn.ModuleList(LlamaBlock(dim, num_heads, multiple_of) for _ in range(depth))
         self.norm = RMSNorm(dim)
         self.head = nn.Linear(dim, vocab_size, bias=False)
-        cos, sin = rope_tables(seq_len, dim // num_heads, rope_base)
+        if rope not in ("1d", "2d"):
+            raise ValueError(f"rope must be '1d' or '2d', got {rope!r}")
+        tables = rope_tables_2d if rope == "2d" else rope_tables
+        cos, sin = tables(seq_len, dim // num_heads, rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.apply(self._init_weights)

@@ -33,6 +33,18 @@ class TeacherUnavailable(RuntimeError):
     """A pretrained teacher cannot be built here (timm missing or weights not downloadable)."""
 
 
+def require_teachers(model_cfg: Mapping[str, Any], train: bool) -> None:
+    """Raise :class:`TeacherUnavailable` naming every missing package or weight file of the teachers a
+    model section needs (:func:`src.utils.preflight.needed_teachers`), before anything is built: a
+    ViT-B student takes minutes to build on a CPU only to stop at its first step."""
+    from src.utils.preflight import teacher_problems
+
+    problems = teacher_problems(model_cfg, train)
+    if problems:
+        raise TeacherUnavailable(problems.replace("found before starting (nothing was built or written)",
+                                                  "found before building the model"))
+
+
 @dataclass(frozen=True)
 class TeacherSpec:
     timm_name: str
