@@ -87,15 +87,9 @@ def encode_all(config, model_path, images):
 @pytest.fixture(scope="module")
 def full_model_file(tmp_path_factory):
     """The published widths with seeded random weights (and tables), as a model file."""
-    from src.models.codec.loading import build_codec
-    from src.utils.config import load_config
+    from tests.test_portable_tables import random_model_file
 
-    torch.manual_seed(0)
-    model = build_codec(load_config(FULL_CONFIG, OPTS))
-    model.update(force=True)
-    path = tmp_path_factory.mktemp("full") / "full.pth.tar"
-    torch.save({"comp_model": model.state_dict()}, path)
-    return path
+    return random_model_file(tmp_path_factory.mktemp("full") / "full.pth.tar", True, FULL_CONFIG, OPTS)
 
 
 def test_decoded_latents_are_bit_identical_across_threads_kernels_and_onednn(

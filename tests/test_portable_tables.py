@@ -26,9 +26,11 @@ TABLES = ("entropy_model_z._quantized_cdf", "entropy_model_z._offset", "entropy_
           "entropy_model_y.scale_table")
 
 
-def random_model_file(path, with_tables: bool):
+def random_model_file(path, with_tables: bool, config=CONFIG, opts=OPTS):
+    """A model file (``{"comp_model": state dict}``) of ``config`` with seeded random weights, and with
+    the entropy coder's tables when ``with_tables``."""
     torch.manual_seed(0)
-    model = build_codec(load_config(CONFIG, OPTS))
+    model = build_codec(load_config(config, opts))
     if with_tables:
         model.update(force=True)
     torch.save({"comp_model": model.state_dict()}, path)

@@ -14,9 +14,10 @@ import torch
 from PIL import Image
 
 from src.models.codec.bitstream import unpack_stream
-from src.models.codec.loading import build_codec, selected_betas
+from src.models.codec.loading import selected_betas
 from src.utils.checkpoint import UntrustedCheckpointError
 from src.utils.config import load_config
+from tests.test_portable_tables import random_model_file
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "config" / "quickstart" / "stage3.yaml")
@@ -37,12 +38,7 @@ compress, decompress, eval_kodak = (load_script(n) for n in ("compress", "decomp
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
-    torch.manual_seed(0)
-    model = build_codec(load_config(CONFIG, OPTS))
-    model.update(force=True)
-    path = tmp_path_factory.mktemp("model") / "toy.pth.tar"
-    torch.save({"comp_model": model.state_dict()}, path)
-    return path
+    return random_model_file(tmp_path_factory.mktemp("model") / "toy.pth.tar", True, CONFIG, OPTS)
 
 
 @pytest.fixture(scope="module")
