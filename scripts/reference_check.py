@@ -139,16 +139,6 @@ def flatten_outputs(value: Any, prefix: str = "") -> Dict[str, Any]:
     return out
 
 
-def lookup(mapping: Mapping[str, Any], dotted: str) -> Any:
-    """``lookup(d, "likelihoods.y")`` is ``d["likelihoods"]["y"]`` (None when absent)."""
-    value: Any = mapping
-    for part in dotted.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
 def tensor_diff(ref, ours) -> Dict[str, Any]:
     """Max and mean absolute difference of two tensors (or why they cannot be compared)."""
     import torch
@@ -240,14 +230,16 @@ def psnr_between(a, b) -> float:
 
 def summarise_forward(ref: Mapping[str, Any], ours: Mapping[str, Any], num_pixels: int) -> Dict[str, Any]:
     """Differences of the named outputs (FORWARD_KEYS), the bpp, and the agreement of VQ codes."""
-    rows = {name: tensor_diff(lookup(ref, rkey), lookup(ours, name)) for name, rkey in FORWARD_KEYS.items()}
-    ref_lik, our_lik = lookup(ref, "likelihoods"), lookup(ours, "likelihoods")
+    from src.utils.config import get_path   # ours: this runs where our package is imported
+
+    rows = {name: tensor_diff(get_path(ref, rkey), get_path(ours, name)) for name, rkey in FORWARD_KEYS.items()}
+    ref_lik, our_lik = get_path(ref, "likelihoods"), get_path(ours, "likelihoods")
     if ref_lik is not None and our_lik is not None:
         rows["bpp"] = tensor_diff(bpp_of(ref_lik, num_pixels), bpp_of(our_lik, num_pixels))
-    ref_logits, our_logits = lookup(ref, "out_vq_logits"), lookup(ours, "vq_logits")
+    ref_logits, our_logits = get_path(ref, "out_vq_logits"), get_path(ours, "vq_logits")
     if ref_logits is not None and our_logits is not None and ref_logits.shape == our_logits.shape:
         rows["vq_indices_hat_agreement"] = float((ref_logits.argmax(1) == our_logits.argmax(1)).double().mean())
-    ref_idx, our_idx = lookup(ref, "gt_vq_indices"), lookup(ours, "vq_indices")
+    ref_idx, our_idx = get_path(ref, "gt_vq_indices"), get_path(ours, "vq_indices")
     if ref_idx is not None and our_idx is not None and ref_idx.shape == our_idx.shape:
         rows["vq_indices_agreement"] = float((ref_idx == our_idx).double().mean())
     return rows

@@ -22,7 +22,7 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable, List, Optional, Sequence, Union
+from typing import Any, Iterable, List, Mapping, Optional, Sequence, Union
 
 import yaml
 
@@ -77,12 +77,18 @@ class Config(dict):
         return _unwrap(self)
 
     def get_path(self, dotted: str, default: Any = None) -> Any:
-        node: Any = self
-        for part in dotted.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return default
-            node = node[part]
-        return node
+        return get_path(self, dotted, default)
+
+
+def get_path(mapping: Any, dotted: str, default: Any = None) -> Any:
+    """``get_path(d, "likelihoods.y")`` is ``d["likelihoods"]["y"]``, or ``default`` when a key on the way
+    is absent or a value on the way is not a mapping (plain dicts and Config alike)."""
+    node: Any = mapping
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
 
 
 def _wrap(v: Any) -> Any:
