@@ -34,7 +34,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make `src` importable without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from src.tokenizer_args import add_tokenizer_args  # noqa: E402  (light: no torch before parse_args)
+from src.zoo.args import add_tokenizer_args  # noqa: E402  (light: no torch before parse_args)
 
 SWEEP_KEYS = ("psnr", "ssim", "ms_ssim", "l1", "mse", "lpips", "rfid", "inception_score", "usage", "perplexity",
               "entropy_bits")
@@ -78,7 +78,7 @@ def expand_checkpoints(paths) -> list:
 def main(argv=None) -> int:
     args = parse_args(argv)
     ckpts = expand_checkpoints(args.ckpt)
-    from src.tokenizer_tools import evaluate_tokenizer, load_tokenizer, write_results
+    from src.zoo.tools import evaluate_tokenizer, load_tokenizer, write_results
 
     networks = {}   # LPIPS / Inception built once for the whole sweep
     sweep = []

@@ -33,7 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from src.metrics import InceptionFeatures, MetricUnavailable
-    from src.models.ar.evaluation import reference_stats, save_fid_cache
+    from src.zoo.ar.evaluation import reference_stats, save_fid_cache
 
     if args.out.is_file() and not args.overwrite:
         print(f"{args.out} exists (use --overwrite to recompute)")

@@ -51,12 +51,12 @@ def main(argv=None) -> int:
     import torch
 
     import src.models  # noqa: F401
-    import src.models.ar  # noqa: F401
-    import src.models.tokenizers  # noqa: F401
-    from src.models.ar.sampling import sample
-    from src.tokenizer_tools import load_tokenizer
-    from src.trainer.zoo_trainers import decode_tokens
+    import src.zoo.ar  # noqa: F401
+    import src.zoo.tokenizers  # noqa: F401
     from src.utils.image_io import save_rgb
+    from src.zoo.ar.sampling import sample
+    from src.zoo.tools import load_tokenizer
+    from src.zoo.trainers import decode_tokens
 
     model = load_tokenizer(args.ckpt, device=args.device)  # any comp_model + config checkpoint
     decoder = load_tokenizer(args.tokenizer, device=args.device)

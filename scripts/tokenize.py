@@ -40,7 +40,7 @@ else:
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # make `src` importable
 
-    from src.tokenizer_args import add_tokenizer_args  # light: torch is imported after parse_args
+    from src.zoo.args import add_tokenizer_args  # light: torch is imported after parse_args
 
     def parse_args(argv=None) -> argparse.Namespace:
         p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,7 +72,7 @@ else:
             if not args.size:
                 raise SystemExit("error: class folders, --aug and sharding need --size (square views of one size)")
             return run_dataset(args, rank, world)
-        from src.tokenizer_tools import load_tokenizer, tokenize_folder
+        from src.zoo.tools import load_tokenizer, tokenize_folder
 
         model = load_tokenizer(args.ckpt, args.config, args.ema, args.device)
         index = tokenize_folder(model, args.images, args.out, args.size, args.max_images, args.device)
@@ -85,7 +85,7 @@ else:
 
         import torch
 
-        from src.tokenizer_tools import load_tokenizer, merge_token_indices, tokenize_dataset
+        from src.zoo.tools import load_tokenizer, merge_token_indices, tokenize_dataset
 
         device = args.device
         if device.startswith("cuda") and "LOCAL_RANK" in os.environ:

@@ -66,8 +66,12 @@ def main(argv=None) -> int:
     if preflight.failed():
         return 2
     exp = args.exp_name or Path(args.config).stem
-    from src.trainer import run_training  # torch, compressai: only once the arguments are checked
+    from src.trainer import TRAINERS, run_training  # torch, compressai: only once the arguments are checked
 
+    if cfg.get("trainer", {}).get("type") not in TRAINERS:   # a tokenizer-zoo trainer (config/tokenizer/)
+        import src.zoo
+
+        src.zoo.register()
     return run_training(cfg, exp, args.device, use_wandb=args.use_wandb, debug=args.debug,
                         auto_resume=args.auto_resume, dry_run=args.dry_run, load_from=load_from)
 

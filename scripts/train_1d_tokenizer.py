@@ -92,7 +92,10 @@ def main(argv=None) -> int:
     if pf.failed():
         return 2
     exp = args.exp_name or (f"alitok_{args.stage}" if args.config is None else Path(args.config).stem)
+    import src.zoo
     from src.trainer import run_training  # torch, compressai: only once the arguments are checked
+
+    src.zoo.register()   # OneDTokenizerTrainer
 
     return run_training(cfg, exp, args.device, use_wandb=args.use_wandb, debug=args.debug, dry_run=args.dry_run,
                         load_from=args.load_from)

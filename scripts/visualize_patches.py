@@ -34,7 +34,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from src.tokenizer_tools import code_patches, load_tokens, patch_grid, pick_codes  # torch: after parse_args
+    from src.zoo.tools import code_patches, load_tokens, patch_grid, pick_codes  # torch: after parse_args
 
     index, grids = load_tokens(args.tokens)
     codes = pick_codes(grids, args.codes, args.top)

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import src.models  # noqa: F401  (fills MODELS)
+import src.zoo.ar  # noqa: F401  (registers LlamaC2I)
 from src.metrics.inception_score import inception_class_weight, inception_score, inception_score_from_logits
 from src.metrics.weights import FID_INCEPTION, MetricUnavailable
-from src.trainer.tokenizer_trainer import VQGANTrainer
+from src.trainer.vqgan_trainer import VQGANTrainer
 from src.utils.checkpoint import checkpoint_path
 from src.utils.config import load_config
 from src.utils.image_io import load_rgb

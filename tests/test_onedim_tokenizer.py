@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-import src.trainer.zoo_trainers  # noqa: F401  (registers OneDTokenizerTrainer)
+import src.zoo.trainers  # noqa: F401  (registers OneDTokenizerTrainer)
 from src.data.datasets import ImageDataset
 from src.losses import ConvNeXtPerceptualLoss
-from src.models.tokenizers import OneDTokenizer
 from src.models.vq.quantizers import ClusteredVectorQuantizer
 from src.trainer import build_trainer
-from src.trainer.zoo_trainers import decode_tokens
 from src.utils.checkpoint import latest_checkpoint, load_file
 from src.utils.config import load_config
 from src.utils.image_io import save_rgb
+from src.zoo.tokenizers import OneDTokenizer
+from src.zoo.trainers import decode_tokens
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE1 = ROOT / "config" / "tokenizer" / "alitok" / "quickstart_stage1.yaml"
@@ -252,7 +252,7 @@ def test_image_dataset_searches_class_folders(tmp_path):
 
 
 def test_tokenize_writes_sequences(tmp_path, sample_dir):
-    from src.tokenizer_tools import load_tokens, tokenize_folder
+    from src.zoo.tools import load_tokens, tokenize_folder
 
     model = tiny_model()
     index = tokenize_folder(model, sample_dir, tmp_path / "tokens", size=32, max_images=2)

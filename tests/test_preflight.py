@@ -122,7 +122,7 @@ def test_weight_file_names_match_the_libraries(monkeypatch, tmp_path):
 
     from src.losses.perceptual import _BACKBONE_FILES
     from src.metrics.weights import FID_INCEPTION
-    from src.models.tokenizers.teachers import TEACHERS
+    from src.zoo.tokenizers.teachers import TEACHERS
 
     for name, fname in TORCHVISION_FILES.items():
         assert models.get_model_weights(name).DEFAULT.url.endswith("/" + fname)

@@ -117,11 +117,11 @@ def test_a_payload_runs_through_no_loader_entry_point(tmp_path, sample_dir):
 
     from src.models.codec.loading import load_codec
     from src.models.vq.vqgan import build_pretrained_vq_model
-    from src.tokenizer_tools import _read_checkpoint
     from src.trainer import build_trainer
-    from src.trainer.zoo_trainers import read_tokenizer_checkpoint
     from src.utils.checkpoint import checkpoint_path
     from src.utils.config import load_config
+    from src.zoo.tools import _read_checkpoint
+    from src.zoo.trainers import read_tokenizer_checkpoint
 
     root = os.path.dirname(os.path.dirname(__file__))
     marker = tmp_path / "marker"

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from src.models.ar.data import TokenDataset
-from src.tokenizer_tools import augmented_views, load_tokenizer, prepare_image
 from src.utils.image_io import to_tensor
+from src.zoo.ar.data import TokenDataset
+from src.zoo.tools import augmented_views, load_tokenizer, prepare_image
 from tests.test_tokenizer_scripts import ROOT, photos, prior_ckpt, run_tokenize  # noqa: F401  (fixtures)
 
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 
 import src.models  # noqa: F401  (fills MODELS)
-from src.tokenizer_tools import index_dtype, load_tokenizer, prepare_image
-from src.trainer.tokenizer_trainer import VQGANTrainer
+from src.trainer.vqgan_trainer import VQGANTrainer
 from src.utils.checkpoint import checkpoint_path
 from src.utils.config import load_config
 from src.utils.image_io import load_rgb, to_tensor
 from src.utils.registry import MODELS
+from src.zoo.tools import index_dtype, load_tokenizer, prepare_image
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = ROOT / "config" / "tokenizer" / "quickstart"

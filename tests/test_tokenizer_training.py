@@ -8,7 +8,7 @@ from torch import nn
 
 import src.models  # noqa: F401  (fills MODELS / SUBNETS)
 from src.models.vq import OFFICIAL_CONFIGS
-from src.trainer.tokenizer_trainer import ModelEMA, VQGANTrainer
+from src.trainer.vqgan_trainer import ModelEMA, VQGANTrainer
 from src.utils.checkpoint import checkpoint_path
 from src.utils.config import load_config
 from src.utils.registry import MODELS, SUBNETS, TRAINERS

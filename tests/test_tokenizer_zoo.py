@@ -15,13 +15,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import src.trainer.zoo_trainers  # noqa: F401  (registers the zoo trainers)
-from src.models.ar import LlamaC2I, TokenDataset, filter_logits, sample
-from src.models.tokenizers import VQKD, ClusterTokenizer, EMACosineQuantizer, build_teacher
-from src.models.tokenizers.teachers import TeacherUnavailable
+import src.zoo.trainers  # noqa: F401  (registers the zoo trainers)
 from src.trainer import build_trainer
 from src.utils.checkpoint import latest_checkpoint, load_file
 from src.utils.config import load_config
+from src.zoo.ar import LlamaC2I, TokenDataset, filter_logits, sample
+from src.zoo.tokenizers import VQKD, ClusterTokenizer, EMACosineQuantizer, build_teacher
+from src.zoo.tokenizers.teachers import TeacherUnavailable
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TEACHER = {"name": "tiny_vit", "dim": 24, "depth": 1, "num_heads": 2, "seed": 0}

@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 
 import src.models  # noqa: F401  (fills MODELS / SUBNETS)
 from src.trainer.optim import WarmupCosine, build_scheduler
-from src.trainer.tokenizer_trainer import VQGANTrainer
+from src.trainer.vqgan_trainer import VQGANTrainer
 from src.utils import dist as tdist
 from src.utils.checkpoint import list_checkpoints
 from tests.test_tokenizer_training import recording, small_photos, tiny_cfg  # noqa: F401  (fixture)
@@ -173,9 +173,9 @@ def refuse_builds(monkeypatch):
 
 
 def test_vqkd_trainer_refuses_a_missing_teacher_before_building(tmp_path, small_photos, offline_hub, monkeypatch):
-    from src.models.tokenizers.teachers import TeacherUnavailable
-    from src.trainer.zoo_trainers import FeatureTokenizerTrainer
     from src.utils.config import load_config
+    from src.zoo.tokenizers.teachers import TeacherUnavailable
+    from src.zoo.trainers import FeatureTokenizerTrainer
 
     cfg = load_config("config/tokenizer/vqkd/quickstart_vqkd.yaml",
                       [f"ckpt_dir={tmp_path}", f"dataset.train_dataset.root_dir={small_photos}", "eval_step=null",
@@ -192,9 +192,9 @@ def test_vqkd_trainer_refuses_a_missing_teacher_before_building(tmp_path, small_
 def test_cluster_tokenizer_inside_a_checkpoint_needs_its_teacher_to_load(tmp_path, offline_hub, monkeypatch):
     """A pixel decoder on a Cluster tokenizer encodes with the teacher: loading it checks first; a
     VQ-KD decodes without one and is not refused."""
-    from src.models.tokenizers.teachers import TeacherUnavailable
-    from src.tokenizer_tools import load_tokenizer
     from src.utils.preflight import needed_teachers
+    from src.zoo.tokenizers.teachers import TeacherUnavailable
+    from src.zoo.tools import load_tokenizer
 
     clip = {"name": "clip_vit_b16", "weights": None}
     cluster = {"type": "ClusterTokenizer", "teacher": clip, "codebook_size": 8}
@@ -253,8 +253,8 @@ def test_fsdp_on_two_gloo_ranks_matches_ddp(tmp_path, small_photos):
 
 def test_fsdp_shards_transformer_blocks_and_matches_ddp(tmp_path):
     """The AR model under FSDP (each Llama block its own unit), validation on both ranks."""
-    from src.models.ar.llama import LlamaC2I
     from src.trainer.sharding import units
+    from src.zoo.ar.llama import LlamaC2I
     from tests.test_tokenizer_zoo import write_tokens
 
     model = LlamaC2I(vocab_size=64, seq_len=64, num_classes=2, dim=32, depth=2, num_heads=4, multiple_of=16)
@@ -372,7 +372,7 @@ def test_script_flags_become_config_overrides(tmp_path, capsys):
 
 
 def test_2d_rope_by_value_and_relative_positions():
-    from src.models.ar.llama import LlamaC2I, apply_rope, rope_tables_2d
+    from src.zoo.ar.llama import LlamaC2I, apply_rope, rope_tables_2d
 
     cos, sin = rope_tables_2d(16, 8, base=100.0)          # 4 x 4 grid, head size 8: 2 row pairs, 2 column pairs
     angles = torch.atan2(sin, cos)
@@ -413,9 +413,12 @@ def test_2d_rope_by_value_and_relative_positions():
 def test_cluster_gradient_codebook_trains_by_adam_and_reanchors(tmp_path, sample_dir):
     """The seed's Cluster: an optimiser steps the codes on the codebook loss (mean ||e - sg(f)||^2
     of unit features), dead codes jump to features; the EMA variant stays gradient-free."""
-    from src.models.tokenizers import ClusterTokenizer
+    import src.zoo
     from src.trainer import build_trainer
     from src.utils.config import load_config
+    from src.zoo.tokenizers import ClusterTokenizer
+
+    src.zoo.register()   # FeatureTokenizerTrainer
 
     cfg = load_config("config/tokenizer/cluster/quickstart_cluster.yaml", [
         f"ckpt_dir={tmp_path}", f"dataset.train_dataset.root_dir={sample_dir}", "dataset.train_dataset.sample_photos=false",

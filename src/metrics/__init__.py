@@ -7,13 +7,13 @@ from src.metrics.bd import bd_psnr, bd_quality, bd_rate, higher_is_better
 from src.metrics.fid import (InceptionFeatures, PatchFeatureBank, extract_patches, fid_from_features,
                              frechet_distance, gaussian_stats, kid_from_features, patch_positions)
 from src.metrics.perceptual import DISTSMetric, LPIPSMetric
-from src.metrics.pixel import ms_ssim, mse, psnr, to_uint8_grid
-from src.metrics.weights import MetricUnavailable, missing_weights_message
+from src.metrics.pixel import ms_ssim, mse, psnr, ssim, to_uint8_grid
+from src.metrics.weights import MetricUnavailable, OptionalMetric, missing_weights_message
 
 __all__ = [
     "bd_psnr", "bd_quality", "bd_rate", "higher_is_better",
     "InceptionFeatures", "PatchFeatureBank", "extract_patches", "fid_from_features",
     "frechet_distance", "gaussian_stats", "kid_from_features", "patch_positions",
-    "DISTSMetric", "LPIPSMetric", "ms_ssim", "mse", "psnr", "to_uint8_grid",
-    "MetricUnavailable", "missing_weights_message",
+    "DISTSMetric", "LPIPSMetric", "ms_ssim", "mse", "psnr", "ssim", "to_uint8_grid",
+    "MetricUnavailable", "OptionalMetric", "missing_weights_message",
 ]

@@ -1,6 +1,6 @@
-"""Pixel metrics (PSNR, MS-SSIM) computed on uint8-rounded images.
+"""Pixel metrics (PSNR, SSIM, MS-SSIM) computed on uint8-rounded images.
 
-Both functions accept either
+Each function accepts either
 
 * float tensors in [0, 1], shaped (C, H, W) or (B, C, H, W): they are rounded to the uint8
   grid first (``round(x * 255)``, clipped), as a decoded image saved to PNG would be; or
@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from pytorch_msssim import ms_ssim as _ms_ssim
+from pytorch_msssim import ssim as _ssim
 
 ImageLike = torch.Tensor | np.ndarray
 
@@ -77,3 +78,9 @@ def ms_ssim(x: ImageLike, y: ImageLike) -> torch.Tensor:
         raise ValueError(f"MS-SSIM needs both sides > 160 px, got {tuple(a.shape[-2:])}")
     # float64: in float32 the variance E[x^2] - E[x]^2 loses ~1e-4 of accuracy on 0..255 images
     return _ms_ssim(a, b, data_range=255.0, size_average=False)
+
+
+def ssim(x: ImageLike, y: ImageLike) -> torch.Tensor:
+    """Per-image SSIM (pytorch-msssim: single scale, 11-px Gaussian window), shape (B,)."""
+    a, b = _pair(x, y)
+    return _ssim(a, b, data_range=255.0, size_average=False)

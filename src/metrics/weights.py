@@ -12,7 +12,7 @@ import sys
 import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Any, Callable, Dict, Optional, TypeVar
 
 import torch
 
@@ -95,3 +95,27 @@ def load_or_explain(metric: str, build: Callable[[], T]) -> T:
             raise
         raise MetricUnavailable(missing_weights_message(metric, err)) from err
 
+
+class OptionalMetric:
+    """Build a learned metric (``fn``), or leave ``fn`` None and note in ``skipped[name]`` why
+    (not requested, or weights missing offline). With a ``networks`` dict (a sweep over
+    checkpoints) each network is built, or found missing, once."""
+
+    def __init__(self, name: str, enabled: bool, build: Callable[[], Any], skipped: Dict[str, str],
+                 networks: Optional[Dict[str, Any]] = None):
+        self.fn = None
+        if not enabled:
+            skipped[name] = "not requested"
+            return
+        if networks is not None and name in networks:
+            self.fn, reason = networks[name]
+            if reason:
+                skipped[name] = reason
+            return
+        reason = None
+        try:
+            self.fn = build()
+        except (MetricUnavailable, ImportError) as e:
+            reason = skipped[name] = str(e)
+        if networks is not None:
+            networks[name] = (self.fn, reason)

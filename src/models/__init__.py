@@ -1,6 +1,8 @@
-"""Models, registered by explicit import (no filename scanning)."""
-from src.models import ar, discriminators, tokenizers, vq  # noqa: F401  (VQGAN, quantizers, zoo, AR)
+"""Models, registered by explicit import (no filename scanning): the DC-VIC codec and its
+subnets, the VQGAN prior with its quantizers, the discriminators and the demo codec. The image
+tokenizer zoo registers its own models from :mod:`src.zoo` (see ``src.zoo.register``)."""
+from src.models import discriminators, vq  # noqa: F401  (VQGAN, quantizers, discriminators)
 from src.models.codec import dcvic  # noqa: F401  (DC-VIC and its subnets)
 from src.models.demo import MeanScaleDemo
 
-__all__ = ["MeanScaleDemo", "ar", "dcvic", "discriminators", "tokenizers", "vq"]
+__all__ = ["MeanScaleDemo", "dcvic", "discriminators", "vq"]

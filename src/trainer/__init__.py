@@ -1,26 +1,37 @@
-"""Trainers, registered by name; ``trainer.type`` in a config picks one."""
+"""Trainers, registered by name; ``trainer.type`` in a config picks one.
+
+The codec's trainers (DC-VIC steps, the demo) and the VQGAN prior's trainer register here; the
+tokenizer zoo's trainers (``FeatureTokenizerTrainer``, ``PixelDecoderTrainer``,
+``OneDTokenizerTrainer``, ``ARTrainer``) register when :func:`src.zoo.register` runs
+(``scripts/train.py`` calls it). This package never imports :mod:`src.zoo`."""
 from src.trainer.base_trainer import BaseTrainer, NonFiniteLossError
 from src.trainer.dcvic_trainers import (DualBetaCondGanDistortionVqCodeTrainer,
                                         DualBetaCondOASISGanDistortionVqCodeTrainer,
                                         DualBetaCondRateDistortionVqCodeTrainer, RateDistortionVqCodeTrainer)
 from src.trainer.demo_trainer import RateDistortionDemoTrainer
-from src.trainer.tokenizer_trainer import VQGANTrainer
-from src.trainer.zoo_trainers import ARTrainer, FeatureTokenizerTrainer, OneDTokenizerTrainer, PixelDecoderTrainer
+from src.trainer.vqgan_trainer import VQGANTrainer
 from src.utils.registry import TRAINERS
 
 __all__ = ["BaseTrainer", "NonFiniteLossError", "RateDistortionDemoTrainer", "RateDistortionVqCodeTrainer",
            "DualBetaCondRateDistortionVqCodeTrainer", "DualBetaCondGanDistortionVqCodeTrainer",
-           "DualBetaCondOASISGanDistortionVqCodeTrainer", "VQGANTrainer", "FeatureTokenizerTrainer",
-           "PixelDecoderTrainer", "OneDTokenizerTrainer", "ARTrainer", "TRAINERS", "build_trainer", "run_training"]
+           "DualBetaCondOASISGanDistortionVqCodeTrainer", "VQGANTrainer", "TRAINERS", "build_trainer",
+           "run_training"]
 
 
 def build_trainer(cfg, **kwargs) -> BaseTrainer:
-    """Build ``cfg.trainer.type`` with the run options (``exp_name``, ``device``, ...)."""
+    """Build ``cfg.trainer.type`` with the run options (``exp_name``, ``device``, ...).
+
+    A tokenizer-zoo trainer is known only once :func:`src.zoo.register` has run; an unknown
+    type raises a KeyError that says so."""
     import src.models  # noqa: F401  (fills the model registries)
 
     name = cfg.get("trainer", {}).get("type")
     if name is None:
         raise KeyError("config has no trainer.type")
+    if name not in TRAINERS:
+        known = ", ".join(TRAINERS.names())
+        raise KeyError(f"unknown trainer type {name!r}; known trainers: {known}. The tokenizer zoo's trainers "
+                       f"register when the zoo is imported: call src.zoo.register() first (scripts/train.py does)")
     return TRAINERS.get(name)(cfg, **kwargs)
 
 

@@ -216,7 +216,7 @@ def needed_teachers(model: Mapping[str, Any], train: bool, prefix: str = "model"
 
 def teacher_problems(model: Mapping[str, Any], train: bool) -> Optional[str]:
     """The report of every missing teacher package or weight file a model section needs (None: all
-    there); the trainers and :func:`src.tokenizer_tools.load_tokenizer` raise it before building."""
+    there); the trainers and :func:`src.zoo.tools.load_tokenizer` raise it before building."""
     pf = Preflight()
     for key, teacher in needed_teachers(model, train):
         pf.teacher(key, teacher)

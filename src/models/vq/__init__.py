@@ -4,12 +4,12 @@ from .quantizers import (FSQ, FSQ_LEVELS, LFQ, QUANTIZERS, ClusteredVectorQuanti
                          QuantizerOutput, VectorQuantizer, build_quantizer, codebook_usage,
                          fsq_levels, usage_from_counts)
 from .vqgan import (DDCONFIG_KEYS, OFFICIAL_CONFIGS, VQGAN, build_pretrained_vq_model,
-                    expected_checkpoint_name, load_checkpoint_file, vq_state_dict)
+                    expected_checkpoint_name, load_checkpoint_file, reconstruct, vq_state_dict)
 
 __all__ = [
     "AttnBlock", "Decoder", "Encoder", "ResnetBlock",
     "FSQ", "FSQ_LEVELS", "LFQ", "QUANTIZERS", "ClusteredVectorQuantizer", "QuantizerOutput",
     "VectorQuantizer", "build_quantizer", "codebook_usage", "fsq_levels", "usage_from_counts",
     "DDCONFIG_KEYS", "OFFICIAL_CONFIGS", "VQGAN", "build_pretrained_vq_model",
-    "expected_checkpoint_name", "load_checkpoint_file", "vq_state_dict",
+    "expected_checkpoint_name", "load_checkpoint_file", "reconstruct", "vq_state_dict",
 ]

@@ -222,6 +222,20 @@ def vq_state_dict(ckpt: Mapping[str, Any],
     return {k: v for k, v in sd.items() if not any(k.startswith(p) for p in drop_prefixes)}
 
 
+@torch.no_grad()
+def reconstruct(model: nn.Module, x: torch.Tensor):
+    """(B, 3, H, W) in [-1, 1] -> (reconstruction cropped to H x W, indices (B, ceil(H/f), ceil(W/f))).
+
+    ``model``: a tokenizer with the VQGAN contract (``downsample_factor``; ``forward`` returns
+    ``x_hat`` and ``quant``); the input is padded by reflection to a multiple of the factor."""
+    from ...utils.padding import crop_to, pad_to_multiple
+
+    h, w = x.shape[-2:]
+    xp, _ = pad_to_multiple(x, model.downsample_factor)
+    out = model(xp)
+    return crop_to(out["x_hat"].float(), h, w), out["quant"].indices
+
+
 def expected_checkpoint_name(n_embed: int, ddconfig: Mapping[str, Any]) -> str:
     """File name we expect for a configuration, e.g. ``vq-f8-n256.ckpt``."""
     return f"vq-f{2 ** (len(ddconfig['ch_mult']) - 1)}-n{n_embed}.ckpt"

@@ -10,7 +10,7 @@ SwiGLU feed-forward layers (Shazeer, 2020). The class is the first token::
 
 During training the class is replaced by the null class with probability ``class_dropout``
 (10 %), so the same network gives the unconditional logits of classifier-free guidance (Ho &
-Salimans, 2022); see :func:`src.models.ar.sampling.sample`. Positions use rotary embeddings:
+Salimans, 2022); see :func:`src.zoo.ar.sampling.sample`. Positions use rotary embeddings:
 ``rope: 2d`` (LlamaGen's; a square grid) rotates half of each head's channel pairs by the row and
 half by the column of the token (the class token is not rotated); ``rope: 1d`` uses the raster
 index and works for any sequence (a 1D tokenizer's).

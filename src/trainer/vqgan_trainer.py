@@ -1,4 +1,4 @@
-"""Tokenizer training: VQGAN and its quantizer variants (VQ, CVQ-VAE, FSQ, LFQ) in one trainer.
+"""VQGAN training (the DC-VIC prior, and its quantizer variants VQ, CVQ-VAE, FSQ, LFQ) in one trainer.
 
 The losses of taming-transformers' ``VQLPIPSWithDiscriminator`` (Esser et al., CVPR 2021), with
 the training logic outside the model::
@@ -38,9 +38,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from src.losses import adaptive_gan_weight, build_loss
-from src.metrics.pixel import psnr
+from src.metrics.pixel import psnr, ssim
 from src.models.vq.quantizers import usage_from_counts
-from src.tokenizer_tools import reconstruct, ssim
+from src.models.vq.vqgan import reconstruct
 from src.trainer import sharding
 from src.trainer.base_trainer import BaseTrainer
 from src.trainer.optim import build_optimizer
@@ -230,12 +230,12 @@ class VQGANTrainer(BaseTrainer):
         loaded here (said once in the log) or when ``eval_learned_metrics`` is false; built once."""
         if getattr(self, "_learned_metrics", None) is None:
             from src.metrics import InceptionFeatures, LPIPSMetric
-            from src.tokenizer_tools import _OptionalMetric
+            from src.metrics.weights import OptionalMetric
 
             on = bool(self.cfg.get("eval_learned_metrics", True))
             skipped: Dict[str, str] = {}
-            lp = _OptionalMetric("lpips", on, lambda: LPIPSMetric(self.device), skipped).fn
-            inception = _OptionalMetric("rfid", on, lambda: InceptionFeatures(self.device), skipped).fn
+            lp = OptionalMetric("lpips", on, lambda: LPIPSMetric(self.device), skipped).fn
+            inception = OptionalMetric("rfid", on, lambda: InceptionFeatures(self.device), skipped).fn
             for name, why in skipped.items():
                 if on:
                     log.warning("validation without %s: %s", name, why)

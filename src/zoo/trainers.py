@@ -6,7 +6,7 @@
   codebook loss) or nothing at all (``codebook: ema``: EMA k-means, no optimiser); its logged ``rec``
   is the k-means objective.
 * :class:`PixelDecoderTrainer` - a VQGAN decoder on a frozen VQ-KD / Cluster tokenizer, with the
-  losses of :class:`~src.trainer.tokenizer_trainer.VQGANTrainer` (taming-transformers).
+  losses of :class:`~src.trainer.vqgan_trainer.VQGANTrainer` (taming-transformers).
 * :class:`OneDTokenizerTrainer` - the two-stage 1D tokenizer (``OneDTokenizer``): VQGAN-style
   losses with MSE, LPIPS for the first ``loss.lpips_until`` iterations, a classifier-logit
   perceptual loss (``loss.perceptual``) and the GAN after ``trainer.disc_start``; stage 2 starts
@@ -32,19 +32,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import src.models.ar  # noqa: F401  (LlamaC2I, TokenDataset)
-import src.models.tokenizers  # noqa: F401  (VQKD, ClusterTokenizer, PixelDecoder)
-from src.models.ar.data import collate_tokens
-from src.models.ar.sampling import sample
-from src.models.tokenizers.teachers import require_teachers
+import src.zoo.ar  # noqa: F401  (LlamaC2I, TokenDataset)
+import src.zoo.tokenizers  # noqa: F401  (VQKD, ClusterTokenizer, PixelDecoder)
 from src.models.vq.quantizers import usage_from_counts
 from src.trainer import sharding
 from src.trainer.base_trainer import BaseTrainer
 from src.trainer.optim import build_optimizer
-from src.trainer.tokenizer_trainer import VQGANTrainer, optional_loss
+from src.trainer.vqgan_trainer import VQGANTrainer, optional_loss
 from src.utils.checkpoint import load_file, load_model_state
 from src.utils.paths import resolve_input
 from src.utils.registry import MODELS, TRAINERS
+from src.zoo.ar.data import collate_tokens
+from src.zoo.ar.sampling import sample
+from src.zoo.tokenizers.teachers import require_teachers
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +264,7 @@ class ARTrainer(BaseTrainer):
                 log.warning("FID cache %s not found (write it with scripts/fid_cache.py); no gFID", cache_path)
             return {}
         from src.metrics import InceptionFeatures, MetricUnavailable
-        from src.models.ar.evaluation import fid_to_cache, load_fid_cache
+        from src.zoo.ar.evaluation import fid_to_cache, load_fid_cache
 
         try:
             extractor = InceptionFeatures(self.device)
@@ -276,7 +276,7 @@ class ARTrainer(BaseTrainer):
     def generate_images(self, vcfg: Mapping[str, Any]) -> torch.Tensor:
         """``num_samples`` images (classes in turn) from a fixed seed, in [-1, 1]."""
         if getattr(self, "_decoder", None) is None:
-            from src.tokenizer_tools import load_tokenizer
+            from src.zoo.tools import load_tokenizer
 
             self._decoder = load_tokenizer(vcfg["tokenizer_checkpoint"], device=str(self.device))
         n = int(vcfg.get("num_samples", 8))

@@ -35,7 +35,7 @@ def _channels_last(fn: nn.Module, z: torch.Tensor) -> torch.Tensor:
 @MODELS.register("VQKD")
 class VQKD(TeacherBacked):
     """VQ-KD tokenizer. ``encoder`` / ``decoder``: ``{dim, depth, num_heads}`` of the two ViTs;
-    ``teacher``: a :func:`~src.models.tokenizers.teachers.build_teacher` section."""
+    ``teacher``: a :func:`~src.zoo.tokenizers.teachers.build_teacher` section."""
 
     def __init__(self, *, teacher: Mapping[str, Any], image_size: int = 224, patch_size: int = 16,
                  encoder: Optional[Mapping[str, int]] = None, decoder: Optional[Mapping[str, int]] = None,

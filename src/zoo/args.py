@@ -1,9 +1,8 @@
 """The command-line arguments shared by the tokenizer scripts (``scripts/eval_tokenizer.py``,
 ``scripts/tokenize.py``).
 
-Kept apart from :mod:`src.tokenizer_tools` (which imports torch) so that a script can build its
-parser, and answer ``--help``, without importing torch; ``src.tokenizer_tools.add_tokenizer_args``
-is this same function.
+Kept apart from :mod:`src.zoo.tools` (which imports torch) so that a script can build its
+parser, and answer ``--help``, without importing torch (``src/zoo/__init__.py`` imports nothing).
 """
 from __future__ import annotations
 

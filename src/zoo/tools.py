@@ -1,8 +1,9 @@
 """What the tokenizer scripts do: load a trained tokenizer, reconstruct, tokenize, evaluate,
 and show which image patches map to a code.
 
-Used by ``scripts/eval_tokenizer.py``, ``scripts/tokenize.py``, ``scripts/visualize_patches.py``
-and by :class:`src.trainer.tokenizer_trainer.VQGANTrainer` (``reconstruct``, ``ssim``).
+Used by ``scripts/eval_tokenizer.py``, ``scripts/tokenize.py``, ``scripts/visualize_patches.py``,
+``scripts/sample_ar.py`` and the zoo trainers; their parsers' options are in the torch-free
+:mod:`src.zoo.args`.
 
 Images are read as RGB, optionally resized (shorter side) and centre-cropped to ``size``
 (:func:`prepare_image`, the usual ImageNet rFID protocol), padded at the bottom/right by
@@ -21,12 +22,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-from pytorch_msssim import ssim as _ssim
 
-from src.metrics.pixel import ms_ssim, psnr, to_uint8_grid
-from src.tokenizer_args import add_tokenizer_args  # noqa: F401  (kept here: scripts' parsers)
+from src.metrics.pixel import ms_ssim, psnr, ssim, to_uint8_grid
+from src.metrics.weights import OptionalMetric
+from src.models.vq.vqgan import reconstruct
 from src.utils.image_io import iter_images, list_images, load_rgb, prepare_image, to_tensor  # noqa: F401
-from src.utils.padding import crop_to, pad_to_multiple
+from src.utils.padding import pad_to_multiple
 
 log = logging.getLogger(__name__)
 
@@ -39,25 +40,6 @@ def index_dtype(codebook_size: int) -> np.dtype:
     if codebook_size <= 2 ** 15:
         return np.dtype(np.int16)
     return np.dtype(np.int32)
-
-
-def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-image SSIM (single scale, 11-px Gaussian window) on uint8-rounded images, shape (B,).
-
-    Takes float [0, 1] (B)CHW tensors or uint8 (B)HWC, like :func:`src.metrics.pixel.psnr`.
-    """
-    a = to_uint8_grid(x)
-    b = to_uint8_grid(y).to(a.device)
-    return _ssim(a, b, data_range=255.0, size_average=False)
-
-
-@torch.no_grad()
-def reconstruct(model, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(B, 3, H, W) in [-1, 1] -> (reconstruction cropped to H x W, indices (B, ceil(H/f), ceil(W/f)))."""
-    h, w = x.shape[-2:]
-    xp, _ = pad_to_multiple(x, model.downsample_factor)
-    out = model(xp)
-    return crop_to(out["x_hat"].float(), h, w), out["quant"].indices
 
 
 # --------------------------------------------------------------------------------- loading
@@ -79,7 +61,8 @@ def load_tokenizer(ckpt_path: str, config: Optional[str] = None, use_ema: bool =
     inside; ``use_ema`` picks ``ema_model``), or an official taming / latent-diffusion file,
     which needs ``config``: a YAML whose ``model`` section describes it.
     """
-    import src.models  # noqa: F401  (fills MODELS)
+    import src.models  # noqa: F401  (fills MODELS: VQGAN)
+    import src.zoo.tokenizers  # noqa: F401  (and the zoo's tokenizers)
     from src.models.vq.vqgan import vq_state_dict
     from src.utils.checkpoint import load_model_state
     from src.utils.config import load_config
@@ -99,7 +82,7 @@ def load_tokenizer(ckpt_path: str, config: Optional[str] = None, use_ema: bool =
         state = vq_state_dict(ckpt)
     if not model_cfg:
         raise ValueError(f"{ckpt_path} holds no config: pass --config with a 'model' section")
-    from src.models.tokenizers.teachers import require_teachers
+    from src.zoo.tokenizers.teachers import require_teachers
 
     require_teachers(model_cfg, train=False)   # a Cluster tokenizer encodes with its teacher
     model = MODELS.build(model_cfg)
@@ -230,33 +213,6 @@ def merge_token_indices(out_dir: Path, world: int) -> Optional[Path]:
 
 
 # ----------------------------------------------------------------------------- evaluation
-class _OptionalMetric:
-    """Build a learned metric, or remember why it is skipped (weights missing offline). With a
-    ``networks`` dict (a sweep over checkpoints) each network is built, or found missing, once."""
-
-    def __init__(self, name: str, enabled: bool, build, skipped: Dict[str, str],
-                 networks: Optional[Dict[str, Any]] = None):
-        from src.metrics.weights import MetricUnavailable
-
-        self.fn = None
-        if not enabled:
-            skipped[name] = "not requested"
-            return
-        if networks is not None and name in networks:
-            self.fn, reason = networks[name]
-            if reason:
-                skipped[name] = reason
-            return
-        reason = None
-        try:
-            self.fn = build()
-        except (MetricUnavailable, ImportError) as e:
-            reason = skipped[name] = str(e)
-            log.debug("skipping %s: %s", name, e)
-        if networks is not None:
-            networks[name] = (self.fn, reason)
-
-
 def write_npz(path: Path, images: Sequence[np.ndarray]) -> Path:
     """Images (H x W x 3 uint8, one size) as one (N, H, W, 3) uint8 array under ``arr_0``: the layout
     the ADM evaluator (guided-diffusion's ``evaluator.py``) and clean-fid read."""
@@ -291,14 +247,14 @@ def evaluate_tokenizer(model, images: Path, size: Optional[int] = None, max_imag
     from src.utils.image_io import save_rgb
 
     skipped: Dict[str, str] = {}
-    lp = _OptionalMetric("lpips", lpips, lambda: LPIPSMetric(device), skipped, networks).fn
-    inception = _OptionalMetric("rfid", rfid or inception_score, lambda: InceptionFeatures(device), skipped,
+    lp = OptionalMetric("lpips", lpips, lambda: LPIPSMetric(device), skipped, networks).fn
+    inception = OptionalMetric("rfid", rfid or inception_score, lambda: InceptionFeatures(device), skipped,
                                 networks).fn
     is_weight = None
     if inception is None and inception_score:
         skipped["inception_score"] = skipped["rfid"]
     elif inception is not None:
-        is_weight = _OptionalMetric("inception_score", inception_score, inception_class_weight, skipped,
+        is_weight = OptionalMetric("inception_score", inception_score, inception_class_weight, skipped,
                                     networks).fn
     k = model.quantize.codebook_size
     counts = torch.zeros(k, dtype=torch.long)

@@ -1,4 +1,4 @@
-"""Sampling from :class:`~src.models.ar.llama.LlamaC2I` with classifier-free guidance.
+"""Sampling from :class:`~src.zoo.ar.llama.LlamaC2I` with classifier-free guidance.
 
 Ho & Salimans, "Classifier-Free Diffusion Guidance", 2022, as used for autoregressive models by
 LlamaGen (Sun et al., 2024): the batch runs twice, with the class and with the null class, and
