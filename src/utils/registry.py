@@ -5,7 +5,8 @@ object by ``MODELS.build(section)``: ``type`` picks the class and every other ke
 becomes a keyword argument. Registries are filled when the module defining a class
 is imported; :mod:`src.models`, :mod:`src.trainer`, :mod:`src.losses` and
 :mod:`src.data` import all their members explicitly, so importing the package is
-enough (no filename scanning).
+enough (no filename scanning). The tokenizer zoo's models, token dataset and trainers
+register when :func:`src.zoo.register` runs.
 """
 from __future__ import annotations
 
