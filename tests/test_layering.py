@@ -123,3 +123,22 @@ def test_build_trainer_names_the_zoo_for_an_unknown_type():
 
     with pytest.raises(KeyError, match=r"unknown trainer type 'NoSuchTrainer'.*src\.zoo\.register\(\)"):
         build_trainer(Config({"trainer": {"type": "NoSuchTrainer"}}))
+
+
+@pytest.mark.parametrize("config, zoo", [("config/quickstart/demo.yaml", False),
+                                         ("config/tokenizer/vqkd/quickstart_vqkd.yaml", True)])
+def test_train_script_registers_the_zoo_only_for_a_zoo_config(tmp_path, sample_dir, config, zoo):
+    """scripts/train.py --dry_run (one step, no files): a tokenizer-zoo config trains, a codec config
+    runs without loading a single src.zoo module."""
+    argv = [config, "-d", "cpu", "--dry_run", "--opt", f"ckpt_dir={tmp_path}", "total_iter=1", "eval_step=null",
+            f"dataset.train_dataset.root_dir={sample_dir}", "dataset.train_dataset.sample_photos=false"]
+    got = _fresh(
+        "import importlib.util, json, os, sys\n"
+        "os.environ['WANDB_MODE'] = 'disabled'\n"
+        "spec = importlib.util.spec_from_file_location('train_script', 'scripts/train.py')\n"
+        "train = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(train)\n"
+        f"rc = train.main({argv!r})\n"
+        "print(json.dumps({'rc': rc, 'zoo': any(m.startswith('src.zoo') for m in sys.modules)}))\n")
+    assert got == {"rc": 0, "zoo": zoo}
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
