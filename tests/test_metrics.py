@@ -340,3 +340,18 @@ def test_plot_rd_names_a_missing_csv_in_one_line(tmp_path, capsys):
     assert plot_rd.main(["--csv", f"{missing}:Ours", "--out", str(tmp_path / "rd")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"error: --csv {missing}: no such file"
+
+
+def test_ssim_per_image_on_the_uint8_grid(photo):
+    """SSIM (moved here from the tokenizer tools): 1 for identical images, lower for a noisier copy,
+    the same for float [0, 1] CHW and uint8 HWC inputs, and shapes must match."""
+    from src.metrics.pixel import ssim
+
+    x = (photo + 1) / 2
+    noisy = (x + 0.05 * torch.randn_like(x)).clamp(0, 1)
+    same, lower = ssim(torch.cat([x, x]), torch.cat([x, noisy]))
+    assert same.item() == pytest.approx(1.0) and lower.item() < 0.95
+    as_u8 = lambda t: (t[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()  # noqa: E731
+    assert ssim(as_u8(x), as_u8(noisy)).item() == pytest.approx(lower.item(), abs=1e-12)
+    with pytest.raises(ValueError, match="shapes differ"):
+        ssim(x, x[..., :64])
