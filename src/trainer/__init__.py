@@ -1,16 +1,13 @@
 """Trainers, registered by name; ``trainer.type`` in a config picks one."""
 from src.trainer.base_trainer import BaseTrainer, NonFiniteLossError
-from src.trainer.dcvic_trainers import (DualBetaCondGanDistortionVqCodeTrainer,
-                                        DualBetaCondOASISGanDistortionVqCodeTrainer,
-                                        DualBetaCondRateDistortionVqCodeTrainer, RateDistortionVqCodeTrainer)
+from src.trainer.dcvic_trainers import RECIPES, DCVICTrainer, Recipe
 from src.trainer.demo_trainer import RateDistortionDemoTrainer
 from src.trainer.tokenizer_trainer import VQGANTrainer
 from src.trainer.zoo_trainers import ARTrainer, FeatureTokenizerTrainer, OneDTokenizerTrainer, PixelDecoderTrainer
 from src.utils.registry import TRAINERS
 
-__all__ = ["BaseTrainer", "NonFiniteLossError", "RateDistortionDemoTrainer", "RateDistortionVqCodeTrainer",
-           "DualBetaCondRateDistortionVqCodeTrainer", "DualBetaCondGanDistortionVqCodeTrainer",
-           "DualBetaCondOASISGanDistortionVqCodeTrainer", "VQGANTrainer", "FeatureTokenizerTrainer",
+__all__ = ["BaseTrainer", "NonFiniteLossError", "RateDistortionDemoTrainer", "DCVICTrainer", "Recipe", "RECIPES",
+           "VQGANTrainer", "FeatureTokenizerTrainer",
            "PixelDecoderTrainer", "OneDTokenizerTrainer", "ARTrainer", "TRAINERS", "build_trainer", "run_training"]
 
 
