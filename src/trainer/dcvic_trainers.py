@@ -6,16 +6,12 @@ models with a rate term and the auxiliary quantile loss) or stays frozen, and wh
 game the decoder plays (none, PatchGAN or OASIS). The published steps are recipes, registered under
 the reference's trainer names, so configs name them as before:
 
-=========================================  ==========  =========  ========  ==================================
-``trainer.type``                           betas       rate       GAN       step
-=========================================  ==========  =========  ========  ==================================
-``RateDistortionVqCodeTrainer``            off         trains     none      1-1
-``DualBetaCondRateDistortionVqCodeTrainer`` per sample  trains     none      1-2
-``DualBetaCondGanDistortionVqCodeTrainer`` per sample  frozen     PatchGAN  1-3; stage 3 with selected pairs
-``DualBetaCondOASISGanDistortionVqCodeTrainer``  per sample  frozen  OASIS  1-3 alternative
-``DualBetaCondOasisGanDistortionVqFusionTrainer`` (the reference's name for the line above)
-``DCVICTrainer``                           ``trainer.betas`` / ``trainer.rate`` / ``trainer.gan``
-=========================================  ==========  =========  ========  ==================================
+- ``RateDistortionVqCodeTrainer``: step 1-1; no betas, the rate trains, no GAN.
+- ``DualBetaCondRateDistortionVqCodeTrainer``: step 1-2; betas per sample, the rate trains, no GAN.
+- ``DualBetaCondGanDistortionVqCodeTrainer``: step 1-3 and stage 3; betas, the rate frozen, PatchGAN.
+- ``DualBetaCondOASISGanDistortionVqCodeTrainer`` (and the reference's
+  ``DualBetaCondOasisGanDistortionVqFusionTrainer``): step 1-3 with the OASIS discriminator.
+- ``DCVICTrainer``: any other mix, from ``trainer.betas`` / ``trainer.rate`` / ``trainer.gan``.
 
 Losses: MSE (+ LPIPS) always; the rate term x ``beta_weight(beta_rate)`` while the rate trains;
 the VQ code terms x ``beta_weight(beta_vq)`` while the rate trains (beta_vq steers how much of y
