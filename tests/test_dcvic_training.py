@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 
-from src.trainer import build_trainer
+from src.trainer import DCVICTrainer, Recipe, build_trainer
 from src.utils.checkpoint import checkpoint_path, model_state_from_file
 from src.utils.config import load_config
 
@@ -61,6 +61,56 @@ def test_chain_through_load_checkpoint_and_step13_freezes_rates(tmp_path, sample
     assert {(round(r, 4), round(v, 4)) for r, v in zip(rates.tolist(), vqs.tolist())} <= \
         {(round(r, 4), round(v, 4)) for r, v in pairs}
     assert t3.train() == 2
+
+
+@pytest.mark.parametrize("name, betas, rate, gan, optimizers", [
+    ("RateDistortionVqCodeTrainer", False, True, "none", {"g", "aux"}),
+    ("DualBetaCondRateDistortionVqCodeTrainer", True, True, "none", {"g", "aux"}),
+    ("DualBetaCondGanDistortionVqCodeTrainer", True, False, "patchgan", {"g", "d"}),
+    ("DualBetaCondOASISGanDistortionVqCodeTrainer", True, False, "oasis", {"g", "d"}),
+    ("DualBetaCondOasisGanDistortionVqFusionTrainer", True, False, "oasis", {"g", "d"}),
+])
+def test_the_five_reference_names_are_recipes_of_one_trainer(tmp_path, sample_dir, name, betas, rate, gan,
+                                                             optimizers):
+    step = {"none": "stage1_2", "patchgan": "stage1_3", "oasis": "stage1_3_oasis"}[gan]
+    trainer = build_trainer(cfg_for(step, tmp_path, sample_dir, "load_checkpoint=null", f"trainer.type={name}"),
+                            exp_name="r", device="cpu", dry_run=True)
+    assert type(trainer) is DCVICTrainer
+    assert trainer.recipe == Recipe(betas=betas, rate=rate, gan=gan)
+    assert set(trainer.optimizers) == optimizers
+    assert ("discriminator" in trainer.checkpoint_modules()) == (gan != "none")
+    assert (trainer.sample_betas(3)[0] is None) == (not betas)
+    trained = {n.split(".")[0] for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert ("encoder" in trained) == rate and "decoder" in trained and "vq_model" not in trained
+
+
+def test_open_recipe_trains_rate_and_gan_together(tmp_path, sample_dir):
+    """The composition is not limited to the published steps: rate and a PatchGAN in one step
+    train the encoder, the entropy models' quantiles and the discriminator at once."""
+    cfg = cfg_for("stage1_3", tmp_path, sample_dir, "load_checkpoint=null", "trainer.type=DCVICTrainer",
+                  "+trainer.rate=true", "+trainer.gan=patchgan", "+loss.rate_loss={type: RateLoss, loss_weight: 1.0}",
+                  "+optim.aux_optimizer={type: Adam, lr: 0.001}")
+    trainer = build_trainer(cfg, exp_name="joint", device="cpu", dry_run=True)
+    assert trainer.recipe == Recipe(betas=True, rate=True, gan="patchgan")
+    g0, d0 = state(trainer.model), state(trainer.discriminator)
+    logs = trainer.train_step(trainer._to_device(next(iter(trainer.train_loader))), 0)
+    assert {"rate", "adv", "aux", "d_real", "d_fake"} <= set(logs)
+    g1, d1 = state(trainer.model), state(trainer.discriminator)
+    assert not same(g0, g1, ("encoder.",)) and not same(g0, g1, ("entropy_model_z.",))
+    assert not same(d0, d1, ("main.",))
+    assert same(g0, g1, ("vq_model.",))
+
+
+@pytest.mark.parametrize("opts, message", [
+    (["trainer.type=DualBetaCondOASISGanDistortionVqCodeTrainer"], "OASISLoss"),
+    (["trainer.type=DCVICTrainer", "+trainer.gan=wgan"], "trainer.gan must be one of"),
+    (["trainer.type=DCVICTrainer", "+trainer.rate=sometimes"], "trainer.rate must be true or false"),
+    (["trainer.type=DCVICTrainer", "+trainer.rate=true", "+trainer.gan=patchgan"], "needs loss.rate_loss"),
+])
+def test_a_recipe_its_losses_do_not_serve_is_refused(tmp_path, sample_dir, opts, message):
+    with pytest.raises(ValueError, match=message):
+        build_trainer(cfg_for("stage1_3", tmp_path, sample_dir, "load_checkpoint=null", *opts), exp_name="bad",
+                      device="cpu", dry_run=True)
 
 
 def test_oasis_trainer_trains_discriminator(tmp_path, sample_dir):

@@ -5,17 +5,13 @@ tokenizer zoo's trainers (``FeatureTokenizerTrainer``, ``PixelDecoderTrainer``,
 ``OneDTokenizerTrainer``, ``ARTrainer``) register when :func:`src.zoo.register` runs
 (``scripts/train.py`` calls it). This package never imports :mod:`src.zoo`."""
 from src.trainer.base_trainer import BaseTrainer, NonFiniteLossError
-from src.trainer.dcvic_trainers import (DualBetaCondGanDistortionVqCodeTrainer,
-                                        DualBetaCondOASISGanDistortionVqCodeTrainer,
-                                        DualBetaCondRateDistortionVqCodeTrainer, RateDistortionVqCodeTrainer)
+from src.trainer.dcvic_trainers import RECIPES, DCVICTrainer, Recipe
 from src.trainer.demo_trainer import RateDistortionDemoTrainer
 from src.trainer.vqgan_trainer import VQGANTrainer
 from src.utils.registry import TRAINERS
 
-__all__ = ["BaseTrainer", "NonFiniteLossError", "RateDistortionDemoTrainer", "RateDistortionVqCodeTrainer",
-           "DualBetaCondRateDistortionVqCodeTrainer", "DualBetaCondGanDistortionVqCodeTrainer",
-           "DualBetaCondOASISGanDistortionVqCodeTrainer", "VQGANTrainer", "TRAINERS", "build_trainer",
-           "run_training"]
+__all__ = ["BaseTrainer", "NonFiniteLossError", "RateDistortionDemoTrainer", "DCVICTrainer", "Recipe", "RECIPES",
+           "VQGANTrainer", "TRAINERS", "build_trainer", "run_training"]
 
 
 def build_trainer(cfg, **kwargs) -> BaseTrainer:

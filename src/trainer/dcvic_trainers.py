@@ -1,21 +1,29 @@
-"""DC-VIC training steps (Iwai et al. 2024, Sec. III-C).
+"""DC-VIC training (Iwai et al. 2024, Sec. III-C): one trainer, composed from a :class:`Recipe`.
 
-=======  ============================================  =================================================
-step     trainer                                       what trains / losses
-=======  ============================================  =================================================
-1-1      ``RateDistortionVqCodeTrainer``               all but the VQGAN; rate + MSE + LPIPS + VQ codes
-1-2      ``DualBetaCondRateDistortionVqCodeTrainer``   same, betas drawn per sample; rate x 0.5 e^beta_rate,
-                                                       VQ terms x e^beta_vq
-1-3, 3   ``DualBetaCondGanDistortionVqCodeTrainer``    decoder, VQ estimator, fusion; MSE + LPIPS + GAN +
-                                                       VQ codes; PatchGAN on image + 8 learned beta channels
-1-3 alt  ``DualBetaCondOASISGanDistortionVqCodeTrainer``  the same with the OASIS variant (257 logits per VQ position)
-=======  ============================================  =================================================
+A recipe says three things: whether the betas condition the model (drawn per sample from the
+model's :class:`~src.models.codec.betas.BetaSpace`), whether the rate trains (encoder and entropy
+models with a rate term and the auxiliary quantile loss) or stays frozen, and which adversarial
+game the decoder plays (none, PatchGAN or OASIS). The published steps are recipes, registered under
+the reference's trainer names, so configs name them as before:
 
-Stage 3 is step 1-3's trainer with ``model.use_selected_beta_pairs: true``: betas are drawn
-from the selected (beta_rate, beta_vq) pairs instead of the 101 x 101 grid (num_beta_levels 100).
+- ``RateDistortionVqCodeTrainer``: step 1-1; no betas, the rate trains, no GAN.
+- ``DualBetaCondRateDistortionVqCodeTrainer``: step 1-2; betas per sample, the rate trains, no GAN.
+- ``DualBetaCondGanDistortionVqCodeTrainer``: step 1-3 and stage 3; betas, the rate frozen, PatchGAN.
+- ``DualBetaCondOASISGanDistortionVqCodeTrainer`` (and the reference's
+  ``DualBetaCondOasisGanDistortionVqFusionTrainer``): step 1-3 with the OASIS discriminator.
+- ``DCVICTrainer``: any other mix, from ``trainer.betas`` / ``trainer.rate`` / ``trainer.gan``.
+
+Losses: MSE (+ LPIPS) always; the rate term x ``beta_weight(beta_rate)`` while the rate trains;
+the VQ code terms x ``beta_weight(beta_vq)`` while the rate trains (beta_vq steers how much of y
+carries the codes) and unweighted once it is frozen, as published; the adversarial term when
+there is a GAN. With the rate frozen only the decoder, the VQ estimator and the fusion train.
+Stage 3 is the PatchGAN recipe with ``model.use_selected_beta_pairs: true``: betas come from
+the selected (beta_rate, beta_vq) pairs instead of the 101 x 101 grid.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import partial
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -31,6 +39,41 @@ from src.utils.registry import SUBNETS, TRAINERS
 
 LOSS_NAMES = ("rate_loss", "distortion_loss", "perceptual_loss", "code_distortion_loss", "code_ce_loss",
               "gan_loss")
+GANS = ("none", "patchgan", "oasis")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What one DC-VIC training step trains, and against what."""
+    betas: bool = True        # (beta_rate, beta_vq) drawn per sample and fed to the model
+    rate: bool = True         # the rate term trains encoder + entropy models; False: frozen, rates fixed
+    gan: str = "none"         # none | patchgan | oasis
+
+    # modules that train while the rate is frozen (the reference's step 1-3)
+    FROZEN_RATE_TRAINS = ("decoder", "vq_estimator", "fusion_module")
+
+    def __post_init__(self):
+        if self.gan not in GANS:
+            raise ValueError(f"trainer.gan must be one of {GANS}, got {self.gan!r}")
+
+    @classmethod
+    def from_config(cls, trainer_cfg) -> "Recipe":
+        """The open form, ``trainer.type: DCVICTrainer`` with ``betas`` / ``rate`` / ``gan`` keys."""
+        for key in ("betas", "rate"):
+            if not isinstance(trainer_cfg.get(key, True), bool):
+                raise ValueError(f"trainer.{key} must be true or false, got {trainer_cfg.get(key)!r}")
+        return cls(betas=trainer_cfg.get("betas", True), rate=trainer_cfg.get("rate", True),
+                   gan=str(trainer_cfg.get("gan", "none")))
+
+
+# the published steps, under the reference's trainer names (configs name these)
+RECIPES = {
+    "RateDistortionVqCodeTrainer": Recipe(betas=False, rate=True, gan="none"),
+    "DualBetaCondRateDistortionVqCodeTrainer": Recipe(betas=True, rate=True, gan="none"),
+    "DualBetaCondGanDistortionVqCodeTrainer": Recipe(betas=True, rate=False, gan="patchgan"),
+    "DualBetaCondOASISGanDistortionVqCodeTrainer": Recipe(betas=True, rate=False, gan="oasis"),
+    "DualBetaCondOasisGanDistortionVqFusionTrainer": Recipe(betas=True, rate=False, gan="oasis"),
+}
 
 
 def discriminator_config(disc_cfg: dict, space) -> dict:
@@ -45,36 +88,116 @@ def discriminator_config(disc_cfg: dict, space) -> dict:
     return disc_cfg
 
 
-class RateDistortionVqCodeTrainer(BaseTrainer):
-    """Step 1-1: rate-distortion training with VQ code losses, no beta conditioning."""
+class DCVICTrainer(BaseTrainer):
+    """Every DC-VIC training step; ``recipe`` (or the config's ``trainer`` keys) says which."""
 
+    def __init__(self, cfg, recipe: Optional[Recipe] = None, **kwargs):
+        self.recipe = recipe or Recipe.from_config(cfg.get("trainer", {}))
+        tcfg = cfg.get("trainer", {})
+        policy = tcfg.get("beta_policy", "exp")
+        if policy not in ("exp", "linear"):
+            raise ValueError(f"trainer.beta_policy must be exp or linear, got {policy!r}")
+        self.beta_policy, self.beta_offset = policy, float(tcfg.get("beta_offset", 1.0))
+        self.per_sample_betas = bool(tcfg.get("sample_beta_batch", True))
+        self.use_selected_pairs = bool(cfg.model.get("use_selected_beta_pairs"))
+        self.clip_max_norm = cfg.optim.get("clip_max_norm")
+        self.discriminator: Optional[nn.Module] = None
+        super().__init__(cfg, **kwargs)
+
+    # ------------------------------------------------------------------ build
     def build_model(self) -> nn.Module:
         losses = {name: build_loss(self.cfg.loss[name]) for name in LOSS_NAMES if self.cfg.loss.get(name)}
         self.losses = nn.ModuleDict(losses).to(self.device)
-        return build_codec(self.cfg)
+        self._check_losses()
+        model = build_codec(self.cfg)
+        if not self.recipe.rate:
+            model.requires_grad_(False)
+            for name in Recipe.FROZEN_RATE_TRAINS:
+                getattr(model, name).requires_grad_(True)
+        if self.recipe.gan != "none":
+            self.discriminator = SUBNETS.build(discriminator_config(self.cfg.discriminator.to_dict(),
+                                                                    model.beta_space)).to(self.device)
+            self.disc_net = self._wrap_ddp(self.discriminator)
+        return model
+
+    def _check_losses(self) -> None:
+        needed = ["distortion_loss", "code_distortion_loss", "code_ce_loss"]
+        needed += ["rate_loss"] if self.recipe.rate else []
+        needed += ["gan_loss"] if self.recipe.gan != "none" else []
+        missing = [name for name in needed if name not in self.losses]
+        if missing:
+            raise ValueError(f"this DC-VIC step ({self.recipe}) needs loss.{', loss.'.join(missing)}")
+        if self.recipe.gan != "none" and (self.recipe.gan == "oasis") != isinstance(self.losses["gan_loss"],
+                                                                                       OASISLoss):
+            raise ValueError(f"the {self.recipe.gan} recipe needs loss.gan_loss.type "
+                             f"{'OASISLoss' if self.recipe.gan == 'oasis' else 'of a two-class GAN loss'}, "
+                             f"got {type(self.losses['gan_loss']).__name__}")
 
     def build_optimizers(self) -> Dict[str, torch.optim.Optimizer]:
         self.g_params = [p for _, p in self.model.trainable_parameters()]
-        aux = [p for _, p in self.model.aux_parameters()]
-        return {"g": build_optimizer(self.g_params, self.cfg.optim.g_optimizer),
-                "aux": build_optimizer(aux, self.cfg.optim.aux_optimizer)}
+        optimizers = {"g": build_optimizer(self.g_params, self.cfg.optim.g_optimizer)}
+        if self.recipe.rate:
+            aux = [p for _, p in self.model.aux_parameters()]
+            optimizers["aux"] = build_optimizer(aux, self.cfg.optim.aux_optimizer)
+        if self.discriminator is not None:
+            optimizers["d"] = build_optimizer(self.discriminator.parameters(), self.cfg.optim.d_optimizer)
+        return optimizers
 
+    def checkpoint_modules(self) -> Dict[str, nn.Module]:
+        modules = {"comp_model": self.model}
+        if self.discriminator is not None:
+            modules["discriminator"] = self.discriminator
+        return modules
+
+    # ------------------------------------------------------------------ step
     def sample_betas(self, n: int) -> Tuple[Optional[Tensor], Optional[Tensor]]:
-        return None, None
+        """A (beta_rate, beta_vq) pair per sample (or per batch, ``trainer.sample_beta_batch: false``)
+        from the model's grid ``i / n * max``, ``i = 0..model.num_beta_levels`` (101 values by
+        default), or from its selected pairs; ``(None, None)`` when the recipe has no betas."""
+        if not self.recipe.betas:
+            return None, None
+        return self.model.beta_space.sample(n, self.per_sample_betas, self.device,
+                                            use_selected=self.use_selected_pairs)
 
     def train_step(self, batch, it: int) -> Dict[str, float]:
         x = batch["image"]
         beta_rate, beta_vq = self.sample_betas(x.shape[0])
         with self.autocast():
-            out = self.net(x, beta_rate, beta_vq)
-        terms = self.rate_terms(out, beta_rate) | self.image_terms(x, out["x_hat"]) | \
-            self.code_terms(out, beta_vq)
+            out = self.net(x, beta_rate, beta_vq, fix_entropy_models=not self.recipe.rate)
+        x_hat = out["x_hat"]
+
+        # G: rate, image and VQ code terms, and the adversarial term against a frozen D
+        terms = self.rate_terms(out, beta_rate) if self.recipe.rate else {}
+        terms |= self.image_terms(x, x_hat) | self.code_terms(out, beta_vq if self.recipe.rate else None)
+        if self.discriminator is not None:
+            self.discriminator.requires_grad_(False)
+            with self.autocast():
+                terms["adv"] = self.adversarial(self.discriminator(x_hat, beta_rate, beta_vq), out["vq_indices"],
+                                                is_real=True, is_disc=False)
         self.check_finite(terms)
-        self.optimize("g", sum(terms.values()), self.g_params, self.cfg.optim.get("clip_max_norm"))
-        aux = self.model.aux_loss()
-        self.check_finite({"aux": aux})
-        self.optimize("aux", aux)
-        return self.scalars(terms, out) | {"aux": aux.item()}
+        self.optimize("g", sum(terms.values()), self.g_params, self.clip_max_norm)
+        logs = self.scalars(terms, out)
+
+        if self.recipe.rate:     # the bottleneck's quantiles
+            aux = self.model.aux_loss()
+            self.check_finite({"aux": aux})
+            self.optimize("aux", aux)
+            logs["aux"] = aux.item()
+        if self.discriminator is not None:
+            logs |= self.discriminator_step(x, x_hat.detach(), beta_rate, beta_vq, out["vq_indices"])
+        return logs
+
+    def discriminator_step(self, x: Tensor, x_hat: Tensor, beta_rate, beta_vq, vq_indices) -> Dict[str, float]:
+        """Real and fake in one pass; D loss 0.5 * (real + fake)."""
+        self.discriminator.requires_grad_(True)
+        n = x.shape[0]
+        with self.autocast():
+            d_out = self.disc_net(torch.cat([x, x_hat]), beta_rate.repeat(2), beta_vq.repeat(2))
+        d_real = 0.5 * self.adversarial(d_out[:n], vq_indices, is_real=True, is_disc=True)
+        d_fake = 0.5 * self.adversarial(d_out[n:], vq_indices, is_real=False, is_disc=True)
+        self.check_finite({"d_real": d_real, "d_fake": d_fake})
+        self.optimize("d", d_real + d_fake)
+        return {"d_real": d_real.item(), "d_fake": d_fake.item()}
 
     # -------------------------------------------------------------- loss terms
     def beta_weights(self, beta: Optional[Tensor]) -> Optional[Tensor]:
@@ -83,10 +206,7 @@ class RateDistortionVqCodeTrainer(BaseTrainer):
         default); the loss's own ``loss_weight`` is the scale."""
         if beta is None:
             return None
-        policy = self.cfg.trainer.get("beta_policy", "exp")
-        if policy not in ("exp", "linear"):
-            raise ValueError(f"trainer.beta_policy must be exp or linear, got {policy!r}")
-        return beta_weight(beta, policy=policy, offset=float(self.cfg.trainer.get("beta_offset", 1.0)))
+        return beta_weight(beta, policy=self.beta_policy, offset=self.beta_offset)
 
     def rate_terms(self, out, beta_rate) -> Dict[str, Tensor]:
         return {"rate": self.losses["rate_loss"](out["bpp"], sample_weight=self.beta_weights(beta_rate)).mean()}
@@ -103,6 +223,12 @@ class RateDistortionVqCodeTrainer(BaseTrainer):
                                                                          sample_weight=w).mean(),
                 "code_ce": self.losses["code_ce_loss"](out["vq_logits"], out["vq_indices"], sample_weight=w).mean()}
 
+    def adversarial(self, logits: Tensor, vq_indices: Tensor, is_real: bool, is_disc: bool) -> Tensor:
+        loss = self.losses["gan_loss"]
+        if self.recipe.gan == "oasis":     # per-pixel: the VQ class of real pixels, class 0 for fakes
+            return loss(logits.float(), vq_indices, is_real=is_real, is_disc=is_disc).mean()
+        return loss(logits.float(), is_real=is_real, is_disc=is_disc).mean()
+
     @staticmethod
     def scalars(terms: Dict[str, Tensor], out) -> Dict[str, float]:
         logs = {k: v.item() for k, v in terms.items()}
@@ -118,7 +244,9 @@ class RateDistortionVqCodeTrainer(BaseTrainer):
 
     # -------------------------------------------------------------- validation
     def validation_points(self):
-        return [(None, None, "")]
+        if not self.recipe.betas:
+            return [(None, None, "")]
+        return self.model.beta_space.validation_points(self.use_selected_pairs)
 
     def validate(self, it: int) -> Dict[str, float]:
         """Real bpp (framed files), PSNR and MS-SSIM on the evaluation images at each validation point."""
@@ -146,91 +274,6 @@ class RateDistortionVqCodeTrainer(BaseTrainer):
         return metrics
 
 
-TRAINERS.register()(RateDistortionVqCodeTrainer)
-
-
-@TRAINERS.register()
-class DualBetaCondRateDistortionVqCodeTrainer(RateDistortionVqCodeTrainer):
-    """Step 1-2: betas drawn per sample (``trainer.sample_beta_batch``) from the model's
-    :class:`~src.models.codec.betas.BetaSpace`: its grid ``i / n * max``, ``i = 0..n``,
-    ``n = model.num_beta_levels`` (default 100, so 101 values, as the reference's
-    ``_sample_beta``); or, with ``model.use_selected_beta_pairs``, its selected pairs."""
-
-    def sample_betas(self, n: int) -> Tuple[Tensor, Tensor]:
-        per_sample = bool(self.cfg.trainer.get("sample_beta_batch", True))
-        return self.model.beta_space.sample(n, per_sample, self.device,
-                                            use_selected=bool(self.cfg.model.get("use_selected_beta_pairs")))
-
-    def validation_points(self):
-        return self.model.beta_space.validation_points(bool(self.cfg.model.get("use_selected_beta_pairs")))
-
-
-@TRAINERS.register()
-class DualBetaCondGanDistortionVqCodeTrainer(DualBetaCondRateDistortionVqCodeTrainer):
-    """Step 1-3 and stage 3: the encoder and entropy models are frozen (rates stay fixed); the
-    decoder, VQ estimator and fusion train against a beta-conditioned discriminator."""
-
-    TRAINED = ("decoder", "vq_estimator", "fusion_module")
-
-    def build_model(self) -> nn.Module:
-        model = super().build_model()
-        model.requires_grad_(False)
-        for name in self.TRAINED:
-            getattr(model, name).requires_grad_(True)
-        self.discriminator = SUBNETS.build(discriminator_config(self.cfg.discriminator.to_dict(),
-                                                                model.beta_space)).to(self.device)
-        self.disc_net = self._wrap_ddp(self.discriminator)
-        return model
-
-    def build_optimizers(self) -> Dict[str, torch.optim.Optimizer]:
-        self.g_params = [p for _, p in self.model.trainable_parameters()]
-        return {"g": build_optimizer(self.g_params, self.cfg.optim.g_optimizer),
-                "d": build_optimizer(self.discriminator.parameters(), self.cfg.optim.d_optimizer)}
-
-    def checkpoint_modules(self) -> Dict[str, nn.Module]:
-        return {"comp_model": self.model, "discriminator": self.discriminator}
-
-    def train_step(self, batch, it: int) -> Dict[str, float]:
-        x = batch["image"]
-        beta_rate, beta_vq = self.sample_betas(x.shape[0])
-        with self.autocast():
-            out = self.net(x, beta_rate, beta_vq, fix_entropy_models=True)
-        x_hat = out["x_hat"]
-
-        # G: image, adversarial and VQ code terms (D frozen for this pass)
-        self.discriminator.requires_grad_(False)
-        terms = self.image_terms(x, x_hat) | self.code_terms(out, None)
-        with self.autocast():
-            terms["adv"] = self.adversarial(self.discriminator(x_hat, beta_rate, beta_vq), out["vq_indices"],
-                                            is_real=True, is_disc=False)
-        self.check_finite(terms)
-        self.optimize("g", sum(terms.values()), self.g_params, self.cfg.optim.get("clip_max_norm"))
-
-        # D: real and detached fake in one pass, loss 0.5 * (real + fake)
-        self.discriminator.requires_grad_(True)
-        n = x.shape[0]
-        with self.autocast():
-            d_out = self.disc_net(torch.cat([x, x_hat.detach()]), beta_rate.repeat(2), beta_vq.repeat(2))
-        d_real = 0.5 * self.adversarial(d_out[:n], out["vq_indices"], is_real=True, is_disc=True)
-        d_fake = 0.5 * self.adversarial(d_out[n:], out["vq_indices"], is_real=False, is_disc=True)
-        self.check_finite({"d_real": d_real, "d_fake": d_fake})
-        self.optimize("d", d_real + d_fake)
-        return self.scalars(terms, out) | {"d_real": d_real.item(), "d_fake": d_fake.item()}
-
-    def adversarial(self, logits: Tensor, vq_indices: Tensor, is_real: bool, is_disc: bool) -> Tensor:
-        loss = self.losses["gan_loss"]
-        if isinstance(loss, OASISLoss):
-            return loss(logits.float(), vq_indices, is_real=is_real, is_disc=is_disc).mean()
-        return loss(logits.float(), is_real=is_real, is_disc=is_disc).mean()
-
-
-@TRAINERS.register("DualBetaCondOasisGanDistortionVqFusionTrainer")  # the reference's name
-@TRAINERS.register()
-class DualBetaCondOASISGanDistortionVqCodeTrainer(DualBetaCondGanDistortionVqCodeTrainer):
-    """Step 1-3 with an OASIS discriminator: per-pixel 256 VQ classes + 1 fake class."""
-
-    def build_model(self) -> nn.Module:
-        model = super().build_model()
-        if not isinstance(self.losses["gan_loss"], OASISLoss):
-            raise ValueError("the OASIS trainer needs loss.gan_loss.type: OASISLoss")
-        return model
+TRAINERS.register()(DCVICTrainer)
+for _name, _recipe in RECIPES.items():
+    TRAINERS.register(_name)(partial(DCVICTrainer, recipe=_recipe))
