@@ -25,7 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PRIOR_CONFIG = "config/tokenizer/quickstart/quickstart_vqgan_prior.yaml"
+PRIOR_CONFIGS = ("config/tokenizer/quickstart/quickstart_vqgan_prior.yaml",             # 64 px crops, then
+                 "config/tokenizer/quickstart/quickstart_vqgan_prior_multisize.yaml")   # 256 px and 64 px
 SHIPPED_PRIOR = ROOT / "checkpoint" / "quickstart_vqgan_prior.pth"
 BETA_VQ = [1.0, 2.0, 3.0]
 TARGET_FRACTIONS = (0.15, 0.5, 0.85)     # where the targets lie in the measured rate range (log scale)
@@ -133,8 +134,10 @@ class Pipeline:
     def train_prior(self) -> None:
         from src.utils.checkpoint import checkpoint_path
 
-        self.run([sys.executable, "scripts/train.py", PRIOR_CONFIG, "-d", self.device, "--opt", f"ckpt_dir={self.ckpt}"])
-        export_prior(checkpoint_path(self.ckpt, "quickstart_vqgan_prior", total_iter_of(PRIOR_CONFIG)), self.prior)
+        for config in PRIOR_CONFIGS:
+            self.run([sys.executable, "scripts/train.py", config, "-d", self.device, "--opt", f"ckpt_dir={self.ckpt}"])
+        last = PRIOR_CONFIGS[-1]
+        export_prior(checkpoint_path(self.ckpt, Path(last).stem, total_iter_of(last)), self.prior)
 
     def build_valset(self) -> None:
         """Validation crops drawn like the training crops (VAL_CROP px of the full-size photos):
@@ -276,7 +279,7 @@ def main(argv=None) -> int:
     p.add_argument("--work_dir", default=str(ROOT / "results" / "quickstart"))
     p.add_argument("--scale", choices=["toy", "full"], default="toy")
     p.add_argument("--retrain_prior", action="store_true",
-                   help=f"train the toy VQGAN prior ({PRIOR_CONFIG}) instead of using the shipped "
+                   help=f"train the toy VQGAN prior ({' then '.join(PRIOR_CONFIGS)}) instead of using the shipped "
                         f"{SHIPPED_PRIOR.relative_to(ROOT)}; writes <work_dir>/quickstart_vqgan_prior.pth")
     args = p.parse_args(argv)
     if args.scale == "full":

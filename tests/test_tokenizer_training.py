@@ -188,3 +188,31 @@ def test_prior_config_matches_dcvic_tiny():
         assert prior.ddconfig[key] == value, key
     assert prior.quantizer.to_dict() == tiny["subnet"]["vq_model"]["quantizer"]
     assert (prior.embed_dim, prior.n_embed, prior.ddconfig.ch_mult) == (4, 256, [1, 1, 2, 2])
+
+
+def test_alternate_crop_trains_every_second_step_on_small_crops_of_the_batch(tmp_path, small_photos):
+    """``trainer.alternate_crop`` (the quickstart prior's second phase): odd iterations see N crops
+    of S px cut out of the batch, each a window of one of its images, the same ones on a re-run."""
+    cfg = tiny_cfg("vqgan", tmp_path, small_photos, "dataset.train_dataset.image_size=64",
+                   "+trainer.alternate_crop={size: 32, batch: 5}")
+    trainer = VQGANTrainer(cfg, exp_name="alt", device="cpu", dry_run=True)
+    x = torch.rand(2, 3, 64, 64)
+    crops = trainer.crops_of(x, 7)
+    assert crops.shape == (5, 3, 32, 32)
+    windows = x.unfold(2, 32, 1).unfold(3, 32, 1)                     # (2, 3, 33, 33, 32, 32)
+    for c in crops:
+        assert (windows == c[None, :, None, None]).flatten(start_dim=4).all(dim=4).all(dim=1).any()
+    assert torch.equal(trainer.crops_of(x, 7), crops) and not torch.equal(trainer.crops_of(x, 9), crops)
+
+    seen = []
+    trainer.net = lambda inp: seen.append(tuple(inp.shape)) or trainer.model(inp)
+    for it in (0, 1):
+        trainer.train_step({"image": x}, it)
+    assert seen == [(2, 3, 64, 64), (5, 3, 32, 32)]
+
+
+@pytest.mark.parametrize("spec", ["{size: 16}", "{size: 0, batch: 2}", "64"])
+def test_alternate_crop_setting_is_checked(tmp_path, small_photos, spec):
+    cfg = tiny_cfg("vqgan", tmp_path, small_photos, f"+trainer.alternate_crop={spec}")
+    with pytest.raises(ValueError, match="alternate_crop"):
+        VQGANTrainer(cfg, exp_name="alt", device="cpu", dry_run=True)

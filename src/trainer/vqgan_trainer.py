@@ -18,6 +18,11 @@ latent-diffusion's f8 models and the seed's "aglwg075"). Without ``loss.adaptive
 weight is ``gain`` alone. The quantizer is chosen by the model's ``quantizer`` option, so this one
 trainer covers VQGAN, CVQ-VAE, FSQ and LFQ; each quantizer's own loss is ``QuantizerOutput.loss``.
 
+With ``trainer.alternate_crop: {size: S, batch: N}`` every second iteration trains on N random S px
+crops cut out of the batch instead of the batch itself (the toy prior of the quickstart: its narrow
+GroupNorm layers normalise each channel over the whole input, so a network that only ever sees one
+input size decodes other sizes badly; alternating small crops and large ones keeps it good at both).
+
 With ``trainer.ema_decay`` an exponential moving average of the generator weights is kept, saved
 as ``ema_model`` (same keys as ``comp_model``) and used for validation. Validation adds LPIPS
 (AlexNet) and rFID over the evaluation images when their ImageNet weights are here
@@ -112,6 +117,7 @@ class VQGANTrainer(BaseTrainer):
         self.gan_loss = build_loss(dict(lcfg.get("gan_loss") or {"type": "HingeGANLoss"}))
         self.disc_start = int(self.cfg.trainer.get("disc_start", 0))
         self.alternate = bool(self.cfg.trainer.get("alternate_gd", False))
+        self.alternate_crop = self._alternate_crop_setting(self.cfg.trainer.get("alternate_crop"))
 
         import src.models  # noqa: F401  (fills MODELS / SUBNETS)
 
@@ -156,8 +162,31 @@ class VQGANTrainer(BaseTrainer):
         return modules
 
     # ------------------------------------------------------------------ training
+    @staticmethod
+    def _alternate_crop_setting(spec) -> Optional[tuple]:
+        if not spec:
+            return None
+        if not isinstance(spec, dict) or set(spec) != {"size", "batch"} or \
+                not all(isinstance(spec[k], int) and spec[k] > 0 for k in spec):
+            raise ValueError(f"trainer.alternate_crop must be {{size: S, batch: N}} with positive integers, got {spec!r}")
+        return int(spec["size"]), int(spec["batch"])
+
+    def crops_of(self, x: Tensor, it: int) -> Tensor:
+        """``trainer.alternate_crop``'s N random S px crops of the images of ``x``, drawn from a
+        generator seeded by the run's seed and ``it`` (a resumed run cuts the same crops)."""
+        size, n = self.alternate_crop
+        if min(x.shape[2:]) < size:
+            raise ValueError(f"trainer.alternate_crop.size {size} is larger than the training crops {tuple(x.shape[2:])}")
+        g = torch.Generator().manual_seed(int(self.cfg.get("seed", 0)) * 1_000_003 + it)
+        img = torch.randint(x.shape[0], (n,), generator=g).tolist()
+        top = torch.randint(x.shape[2] - size + 1, (n,), generator=g).tolist()
+        left = torch.randint(x.shape[3] - size + 1, (n,), generator=g).tolist()
+        return torch.stack([x[i, :, t:t + size, l:l + size] for i, t, l in zip(img, top, left)])
+
     def train_step(self, batch, it: int) -> Dict[str, float]:
         x = batch["image"]
+        if self.alternate_crop and it % 2 == 1:
+            x = self.crops_of(x, it)
         gan_on = it >= self.disc_start
         g_turn, d_turn = self.g_turn(it), self.d_turn(it)
         with (contextlib.nullcontext() if g_turn else torch.no_grad()), self.autocast():
