@@ -32,8 +32,8 @@ BETA_VQ = [1.0, 2.0, 3.0]
 TARGET_FRACTIONS = (0.15, 0.5, 0.85)     # where the targets lie in the measured rate range (log scale)
 EVAL_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "motorcycle_left")
 EVAL_MAX_SIDE = 512                      # evaluation photos: long side at most this (the training scale)
-VAL_TILES = 2                            # each photo gives VAL_TILES x VAL_TILES validation images
-VAL_CROP = 64                            # validation crops: the training crop size
+VAL_TILES = 1                            # each photo gives VAL_TILES x VAL_TILES validation images
+VAL_CROP = 256                           # validation crops: near the evaluated photos' size (build_valset)
 STRIP_PHOTO = "astronaut"
 SAMPLE_PHOTO_NAMES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field",
                       "motorcycle_left", "retina")  # src.data.datasets.SAMPLE_PHOTOS (that module imports numpy)
@@ -140,8 +140,11 @@ class Pipeline:
         export_prior(checkpoint_path(self.ckpt, Path(last).stem, total_iter_of(last)), self.prior)
 
     def build_valset(self) -> None:
-        """Validation crops drawn like the training crops (VAL_CROP px of the full-size photos):
-        each photo is cut into VAL_TILES x VAL_TILES tiles, and each tile gives one seeded crop."""
+        """Validation crops of VAL_CROP px of the full-size photos (each photo cut into VAL_TILES x
+        VAL_TILES tiles, one seeded crop per tile). 256 px, not the 64 px training crops: the rates
+        the rate search steers by must be those of images the size of the evaluated photos. On one
+        model the 64 px crops spanned 0.0217-0.0226 bpp from beta_rate 3 to 0 and 256 px crops
+        0.042-0.069 bpp, while the whole photos spanned 0.035-0.051 bpp."""
         from PIL import Image
 
         from src.data.datasets import export_sample_photos
