@@ -102,7 +102,7 @@ def bench_codec(args) -> dict:
 
 def bench_overhead(args) -> dict:
     """Real bits of the rANS streams / the model's estimate (header excluded) on a real photo."""
-    from src.models.codec.image_coder import ImageCoder, estimated_bits
+    from src.models.codec.image_coder import ImageCoder
     from src.models.codec.loading import load_codec
 
     path = Path(args.overhead_model) if args.overhead_model else None
@@ -113,8 +113,8 @@ def bench_overhead(args) -> dict:
     rows = {}
     for beta_rate in (0.0, 1.5, 3.0):
         x = photo(512, 512)
-        enc = coder.encode(x, beta_rate, 1.75)
-        pred = estimated_bits(model, x, beta_rate, 1.75)
+        enc = coder.encode(x, beta_rate, 1.75, estimate=True)   # the estimate from the coding pass
+        pred = enc.predicted
         rows[f"beta_rate_{beta_rate}"] = {"real_bits": enc.z_bit + enc.y_bit, "estimated_bits": pred["pred_bit"],
                                           "ratio": (enc.z_bit + enc.y_bit) / pred["pred_bit"],
                                           "header_bits": enc.header_bit}

@@ -17,7 +17,6 @@ checkpoint) and everything that handles betas asks it:
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, List, Mapping, Optional, Tuple, Union
 
@@ -32,7 +31,6 @@ PUBLISHED_MAX_RATE, PUBLISHED_MAX_VQ = 3.0, 3.5
 DEFAULT_LEVELS = 100
 #: quality indexes a stream header can carry (one byte)
 MAX_QUALITY_INDEXES = 256
-
 
 
 def as_float32(value: Optional[float]) -> float:
@@ -83,13 +81,6 @@ class BetaSpace:
             maxima.append(values.pop() if values else published)
         return cls(maxima[0], maxima[1], int(model_cfg.get("num_beta_levels", DEFAULT_LEVELS)),
                    tuple(zip(rates, vqs)))
-
-    def replace(self, **changes) -> "BetaSpace":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return {"max_rate": self.max_rate, "max_vq": self.max_vq, "levels": self.levels,
-                "selected": [list(p) for p in self.selected]}
 
     # ------------------------------------------------------------------ values
     @property

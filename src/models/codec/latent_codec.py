@@ -51,8 +51,10 @@ class HyperpriorCharmLatentCodec(LatentCodec):
 
     def forward(self, y: Tensor, training: Optional[bool] = None) -> Dict[str, object]:
         """-> y_hat, z_hat, likelihoods (noisy when training) and the likelihoods of the rounded latents."""
-        training = self.training if training is None else training
-        z = self.hyperencoder(y)
+        return self._chain(y, self.hyperencoder(y), self.training if training is None else training)
+
+    def _chain(self, y: Tensor, z: Tensor, training: bool) -> Dict[str, object]:
+        """``forward`` from y and its hyper-latent z = h_a(y)."""
         z_hat, z_lik = self.entropy_model_z(z, training=training)
         hyper_out = self.hyperdecoder(z_hat)
         y_hat, y_lik, y_qlik = self.context_model(y, hyper_out, self.entropy_model_y,
@@ -90,12 +92,12 @@ class HyperpriorCharmLatentCodec(LatentCodec):
         per sample {"z", "y"}, the code length of its symbols under the coder's tables}.
         ``estimate`` adds "estimated_bits": per sample {"z", "y"}, the float32 likelihoods' estimate
         for the same latents."""
+        z = self.hyperencoder(y)
         estimated = None
-        if estimate:
-            lik = self(y, training=False)["likelihoods"]
+        if estimate:   # the same z as the coded one: h_a runs once
+            lik = self._chain(y, z, training=False)["likelihoods"]
             per_sample = {k: bits(v.double()).tolist() for k, v in lik.items()}
             estimated = [{k: per_sample[k][b] for k in ("z", "y")} for b in range(y.shape[0])]
-        z = self.hyperencoder(y)
         writers = [SymbolWriter() for _ in range(y.shape[0])]
         with self.on_cpu():
             y, z = y.float().cpu(), z.float().cpu()

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import torch
 from torch import Tensor
 
 
 def bits(likelihoods: Tensor) -> Tensor:
     """Per-sample code length ``-sum(log2 p)`` of (B, ...) likelihoods -> (B,), in their dtype."""
-    import torch
-
     return -torch.log2(likelihoods).flatten(1).sum(dim=1)
 
 
