@@ -141,10 +141,10 @@ class Pipeline:
 
     def build_valset(self) -> None:
         """Validation crops of VAL_CROP px of the full-size photos (each photo cut into VAL_TILES x
-        VAL_TILES tiles, one seeded crop per tile). 256 px, not the 64 px training crops: the rates
+        VAL_TILES tiles, one seeded crop per tile). 256 px, larger than the training crops: the rates
         the rate search steers by must be those of images the size of the evaluated photos. On one
-        model the 64 px crops spanned 0.0217-0.0226 bpp from beta_rate 3 to 0 and 256 px crops
-        0.042-0.069 bpp, while the whole photos spanned 0.035-0.051 bpp."""
+        model trained on 64 px crops, those crops spanned 0.0217-0.0226 bpp from beta_rate 3 to 0 and
+        256 px crops 0.042-0.069 bpp, while the whole photos spanned 0.035-0.051 bpp."""
         from PIL import Image
 
         from src.data.datasets import export_sample_photos
