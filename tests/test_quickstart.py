@@ -37,9 +37,8 @@ def test_shipped_prior_decodes_whole_photos_as_well_as_crops(sample_dir):
     trained on 64 px crops alone decoded whole photos 5.8 dB worse than crops of them (15.8 against
     21.6 dB). The shipped one (second phase: 256 px crops alternating with 64 px ones) must decode a
     whole photo within 1.5 dB of 64 px crops of the same photos."""
-    import numpy as np
-
     from src.data.datasets import ImageDataset
+    from src.utils.image_io import load_rgb, to_tensor
 
     model = build_pretrained_vq_model(str(qs.SHIPPED_PRIOR), **VQ).eval()
 
@@ -49,8 +48,7 @@ def test_shipped_prior_decodes_whole_photos_as_well_as_crops(sample_dir):
         return -10 * math.log10(((x_hat - x) / 2).pow(2).mean().item())
 
     names = ("astronaut", "coffee")                               # 512 x 512 and 400 x 600
-    whole = [psnr(torch.from_numpy(np.array(Image.open(sample_dir / f"{n}.png").convert("RGB"))).permute(2, 0, 1)[None]
-                  .float() / 127.5 - 1) for n in names]
+    whole = [psnr(to_tensor(load_rgb(sample_dir / f"{n}.png"))[None]) for n in names]
     ds = ImageDataset(str(sample_dir), image_size=64, seed=3)
     picks = [i for i, p in enumerate(ds.files) if Path(p).stem in names]
     crops = torch.stack([ds[(picks[i % 2], 700 + i)]["image"] for i in range(16)])
