@@ -86,6 +86,15 @@ def test_targets_spread_over_the_range_on_a_log_scale():
         qs.spread_targets(0.3, 0.3)
 
 
+def test_targets_spread_over_the_union_of_the_beta_vq_bands():
+    bands = {1.0: (0.02, 0.04), 2.0: (0.025, 0.05), 3.0: (0.03, 0.06)}
+    t = qs.targets_over_bands(bands)
+    assert t == qs.spread_targets(0.02, 0.06)
+    assert t[0] < 0.025 and t[-1] > 0.05                  # only beta_vq 1 / 3 reach the ends
+    with pytest.raises(SystemExit, match="leave a gap"):
+        qs.targets_over_bands({1.0: (0.01, 0.012), 3.0: (0.05, 0.06)})
+
+
 def test_image_strip_shows_original_lowest_and_highest_rate(tmp_path):
     pipe = qs.Pipeline(tmp_path, "cpu")
     (tmp_path / "eval").mkdir()
@@ -101,3 +110,30 @@ def test_image_strip_shows_original_lowest_and_highest_rate(tmp_path):
     row = strip.size[1] - 5
     # original | lowest rate (q1, 0.1 bpp) | highest rate (q0, 0.5 bpp)
     assert [strip.getpixel((x, row)) for x in (20, 60, 100)] == [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+
+
+def test_training_runs_as_nproc_processes_that_split_the_batch(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    config = "config/quickstart/stage1_2.yaml"
+    batch = int(load_config(qs.ROOT / config).dataset.batch_size)
+
+    pipe = qs.Pipeline(tmp_path, "cpu", nproc=2)
+    monkeypatch.setattr(pipe, "run", lambda cmd, env=None: calls.append((list(map(str, cmd)), env)))
+    pipe.train(config, "model.x=1")
+    cmd, env = calls.pop()
+    assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    assert f"dataset.batch_size={batch // 2}" in cmd and cmd[-1] == "model.x=1"   # the caller's options last
+    assert env["OMP_NUM_THREADS"] == "1" and pipe.env["OMP_NUM_THREADS"] == "2"    # coding: 2 threads
+
+    one = qs.Pipeline(tmp_path, "cpu", nproc=1)
+    monkeypatch.setattr(one, "run", lambda cmd, env=None: calls.append((list(map(str, cmd)), env)))
+    one.train(config)
+    cmd, env = calls.pop()
+    assert cmd[1] == "scripts/train.py" and not any(c.startswith("dataset.batch_size") for c in cmd)
+
+    odd = qs.Pipeline(tmp_path, "cpu", nproc=3)
+    with pytest.raises(SystemExit, match="does not split"):
+        odd.train(config)
+    with pytest.raises(SystemExit, match="at least 1"):
+        qs.Pipeline(tmp_path, "cpu", nproc=0)
