@@ -124,18 +124,15 @@ class Pipeline:
 
     def train(self, config: str, *extra: str) -> None:
         """Train ``config``; with nproc > 1, as nproc torchrun processes that split its batch."""
-        if self.nproc == 1:
-            self.run([sys.executable, "scripts/train.py", config, "-d", self.device, *self.opts(*extra)],
-                     self.train_env)
-            return
-        from src.utils.config import load_config
-
-        batch = int(load_config(ROOT / config).dataset.batch_size)
-        if batch % self.nproc:
-            raise SystemExit(f"{config}: batch size {batch} does not split over --nproc {self.nproc} processes")
-        self.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={self.nproc}",
-                  "scripts/train.py", config, "-d", self.device,
-                  *self.opts(f"dataset.batch_size={batch // self.nproc}", *extra)], self.train_env)
+        launcher, split = [sys.executable], []
+        if self.nproc > 1:
+            batch = int(load_recipe(config).dataset.batch_size)
+            if batch % self.nproc:
+                raise SystemExit(f"{config}: batch size {batch} does not split over --nproc {self.nproc} processes")
+            launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={self.nproc}"]
+            split = [f"dataset.batch_size={batch // self.nproc}"]
+        self.run([*launcher, "scripts/train.py", config, "-d", self.device, *self.opts(*split, *extra)],
+                 self.train_env)
 
     def selected_opts(self) -> list:
         sel = json.loads((self.work / "selection.json").read_text())
@@ -290,10 +287,15 @@ class Pipeline:
         return df[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}")
 
 
-def total_iter_of(config: str) -> int:
+def load_recipe(config: str):
+    """A quickstart config (path relative to the repository), loaded."""
     from src.utils.config import load_config
 
-    return int(load_config(ROOT / config).total_iter)
+    return load_config(ROOT / config)
+
+
+def total_iter_of(config: str) -> int:
+    return int(load_recipe(config).total_iter)
 
 
 FULL = """# The same pipeline at full size (see README "Training DC-VIC"); set dataset paths first.
