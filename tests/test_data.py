@@ -104,3 +104,46 @@ def test_sampler_resumes_exactly_and_splits_ranks():
     r1 = iter(ResumableSampler(5, seed=3, rank=1, world_size=2))
     merged = [x for pair in zip([next(r0) for _ in range(6)], [next(r1) for _ in range(6)]) for x in pair]
     assert merged == stream
+
+
+def _dataset_size(root, barrier, out):
+    from src.data.datasets import ImageDataset
+
+    barrier.wait()                                   # both processes fill the folder at the same moment
+    out.put(len(ImageDataset(str(root), image_size=64, sample_photos=True).files))
+
+
+def test_processes_starting_together_all_see_every_sample_photo(tmp_path):
+    """The ranks of a data-parallel run build their datasets at once on an empty folder: each must
+    list all the sample photos (a rank once listed the other's half-written file, alone)."""
+    import multiprocessing as mp
+
+    from src.data.datasets import SAMPLE_PHOTOS
+
+    ctx = mp.get_context("fork")
+    barrier, out = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_dataset_size, args=(tmp_path / "photos", barrier, out)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert [out.get(timeout=5), out.get(timeout=5)] == [len(SAMPLE_PHOTOS)] * 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]          # no temporary folder left
+
+
+def test_sample_photos_filled_by_another_process_meanwhile_are_kept(tmp_path, monkeypatch):
+    import src.data.datasets as datasets
+
+    root = tmp_path / "photos"
+    real_export = datasets.export_sample_photos
+
+    def export_while_another_process_wins(folder, names=datasets.SAMPLE_PHOTOS):
+        written = real_export(folder, names[:2])
+        real_export(root, names[:1])                 # the other process renamed its folder first
+        return written
+
+    monkeypatch.setattr(datasets, "export_sample_photos", export_while_another_process_wins)
+    datasets.fill_with_sample_photos(root)
+    assert sorted(p.name for p in root.iterdir()) == [f"{datasets.SAMPLE_PHOTOS[0]}.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]

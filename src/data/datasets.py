@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -51,6 +52,31 @@ def export_sample_photos(folder: Path, names: Sequence[str] = SAMPLE_PHOTOS) -> 
             tmp.replace(path)
         written.append(path)
     return written
+
+
+def has_images(folder: Path) -> bool:
+    return folder.is_dir() and any(is_image_file(p) for p in folder.iterdir())
+
+
+def fill_with_sample_photos(root: Path) -> None:
+    """Fill an empty (or absent) ``root`` with all the sample photos at once: they are written to a
+    folder of this process's own, which is then renamed to ``root``. Processes that start together
+    (the ranks of a data-parallel run) thus each see none or all of them; when exporting into
+    ``root`` itself, a rank once listed the other rank's half-written file and nothing else."""
+    if root.is_dir() and any(root.iterdir()):      # other files, no images: fill it in place
+        export_sample_photos(root)
+        return
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.parent / f".{root.name}.{os.getpid()}.tmp"
+    try:
+        export_sample_photos(tmp)
+        try:
+            os.rename(tmp, root)            # replaces an empty directory; fails on a filled one
+        except OSError:
+            if not has_images(root):        # not another process's photos: a real failure
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def random_crop_flip(img: np.ndarray, size: Optional[int], rng: random.Random, flip: bool = True) -> np.ndarray:
@@ -121,7 +147,7 @@ class ImageDataset(_SkippingImageDataset):
     itself (Kodak, CLIC, any folder); ``recursive: true`` also takes its sub-folders (ImageNet's
     class folders). ``image_size`` crops at random (training);
     ``None`` returns whole images. ``sample_photos: true`` fills an empty ``root_dir``
-    with scikit-image's bundled photos first (offline quickstart).
+    with scikit-image's bundled photos first (offline quickstart; :func:`fill_with_sample_photos`).
     """
 
     def __init__(self, root_dir: str, image_size: Optional[int] = 256, subset_list: Optional[Sequence[int]] = None,
@@ -129,8 +155,8 @@ class ImageDataset(_SkippingImageDataset):
                  name: Optional[str] = None, resize_range=None, max_images: Optional[int] = None,
                  recursive: bool = False):
         root = resolve_input(root_dir, "dir")  # relative: the current directory, then the repository
-        if sample_photos and not (root.is_dir() and any(is_image_file(p) for p in root.iterdir())):
-            export_sample_photos(root)
+        if sample_photos and not has_images(root):
+            fill_with_sample_photos(root)
         if subset_list is not None:
             folders = [root / f"train_{i}" for i in subset_list]
         elif split is not None:
