@@ -1,11 +1,14 @@
 """The whole DC-VIC pipeline at toy scale, on the photos bundled with scikit-image.
 
     python scripts/quickstart.py -d cpu            # toy scale, minutes on a CPU (README: measured times)
-    python scripts/quickstart.py -d cpu --retrain_prior   # also retrain the toy VQGAN prior first
+    python scripts/quickstart.py -d cpu --retrain_warmup  # also train step 1-1 here instead of installing it
+    python scripts/quickstart.py -d cpu --retrain_prior   # retrain the toy VQGAN prior, then step 1-1, first
     python scripts/quickstart.py --scale full      # print the full-size commands for a GPU cluster
 
-Stages: steps 1-1, 1-2, 1-3 on the shipped toy f8 VQGAN prior (checkpoint/quickstart_vqgan_prior.pth;
-``--retrain_prior`` trains it again first) -> validation crop set -> rate search -> beta selection
+Stages: step 1-1 (the warm-up without betas; shipped as checkpoint/quickstart_dcvic_warmup.pth and
+installed, ``--retrain_warmup`` trains it) -> steps 1-2, 1-3 on the shipped toy f8 VQGAN prior
+(checkpoint/quickstart_vqgan_prior.pth; ``--retrain_prior`` trains it and step 1-1 again first)
+-> validation crop set -> rate search -> beta selection
 -> stage-3 fine-tuning -> compress the evaluation photos to real files at each selected rate,
 decode them as a receiver would, metrics -> RD plot, image strip and summary table.
 Every stage runs the same command-line tool a user would run (printed in the log), writes its
@@ -18,6 +21,7 @@ Offline, FID in beta selection uses random features (its numbers mean nothing) a
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -31,6 +35,8 @@ sys.path.insert(0, str(ROOT))
 PRIOR_CONFIGS = ("config/tokenizer/quickstart/quickstart_vqgan_prior.yaml",             # 64 px crops, then
                  "config/tokenizer/quickstart/quickstart_vqgan_prior_multisize.yaml")   # 256 px and 64 px
 SHIPPED_PRIOR = ROOT / "checkpoint" / "quickstart_vqgan_prior.pth"
+WARMUP_CONFIG = "config/quickstart/stage1_1.yaml"
+SHIPPED_WARMUP = ROOT / "checkpoint" / "quickstart_dcvic_warmup.pth"
 BETA_VQ = [1.0, 2.0, 3.0]
 TARGET_FRACTIONS = (0.05, 0.5, 0.95)     # where the targets lie in the measured rate range (log scale)
 EVAL_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "motorcycle_left")
@@ -52,10 +58,54 @@ def export_prior(train_ckpt: Path, out: Path) -> None:
     atomic_torch_save({"state_dict": {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}}, out)
 
 
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def export_warmup(train_ckpt: Path, out: Path, prior: Path) -> None:
+    """Step 1-1's weights from a training checkpoint, as shipped: floating-point tensors in float16,
+    without the frozen VQGAN (``prior`` holds it), with the recipe it was trained from
+    (``WARMUP_CONFIG``, loaded) and the SHA-256 of ``prior``, which ``install_warmup`` checks."""
+    from src.utils.checkpoint import atomic_torch_save, load_file
+
+    ckpt = load_file(train_ckpt)
+    sd = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["comp_model"].items()
+          if not k.startswith("vq_model.")}
+    atomic_torch_save({"comp_model": sd, "iter": int(ckpt["iter"]), "recipe": load_recipe(WARMUP_CONFIG).to_dict(),
+                       "prior_sha256": file_sha256(prior)}, out)
+
+
+def flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out |= flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+    return out
+
+
+def install_warmup(exported: Path, prior: Path, dst: Path) -> int:
+    """An exported step 1-1 (``export_warmup``) as the training checkpoint ``dst`` that step 1-2
+    loads (float32 again; the VQGAN comes from the prior when the model is built). Refused when the
+    current ``WARMUP_CONFIG`` or ``prior`` is not the one it was trained with. Returns its iteration."""
+    from src.utils.checkpoint import atomic_torch_save, load_file
+
+    payload = load_file(exported)
+    recipe = load_recipe(WARMUP_CONFIG).to_dict()
+    if payload["recipe"] != recipe:
+        was, now = flat(payload["recipe"]), flat(recipe)
+        changed = sorted(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))
+        raise SystemExit(f"{exported} was trained from another {WARMUP_CONFIG} (differing keys: "
+                         f"{', '.join(changed[:6])}{', ...' if len(changed) > 6 else ''}): pass --retrain_warmup")
+    if payload["prior_sha256"] != file_sha256(prior):
+        raise SystemExit(f"{exported} was trained on another VQGAN prior than {prior}: pass --retrain_warmup")
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in payload["comp_model"].items()}
+    atomic_torch_save({"comp_model": sd, "iter": payload["iter"], "config": recipe}, dst)
+    return int(payload["iter"])
+
+
 def spread_targets(low: float, high: float, fractions=TARGET_FRACTIONS) -> list:
     """Target bitrates at ``fractions`` of the way from ``low`` to ``high`` bpp on a log scale."""
     if not 0 < low < high:
-        raise SystemExit(f"the toy model's rate does not fall from beta_rate 0 to 3 ({high:.4f} -> {low:.4f} bpp): "
+        raise SystemExit(f"the toy model's rate does not fall from beta_rate 0 to max ({high:.4f} -> {low:.4f} bpp): "
                          "no range to search in; see README, 'Quickstart'")
     return [round(low * (high / low) ** f, 4) for f in fractions]
 
@@ -89,10 +139,13 @@ def default_nproc() -> int:
 
 
 class Pipeline:
-    def __init__(self, work: Path, device: str, retrain_prior: bool = False, nproc: int = 1):
+    def __init__(self, work: Path, device: str, retrain_prior: bool = False, nproc: int = 1,
+                 retrain_warmup: bool = False):
         if nproc < 1:
             raise SystemExit(f"--nproc must be at least 1, got {nproc}")
         self.work, self.device, self.retrain_prior, self.nproc = work, device, retrain_prior, nproc
+        self.retrain_warmup = retrain_warmup or retrain_prior     # step 1-1 is trained on the prior
+        self.warmup = work / "quickstart_dcvic_warmup.pth" if self.retrain_warmup else SHIPPED_WARMUP
         self.ckpt = work / "checkpoint"
         self.photos = ROOT / "datasets" / "sample_photos"
         self.eval_photos = work / "eval_photos"
@@ -123,7 +176,8 @@ class Pipeline:
         return ["--opt", f"subnet.vq_model.ckpt_path={self.prior}"]
 
     def train(self, config: str, *extra: str) -> None:
-        """Train ``config``; with nproc > 1, as nproc torchrun processes that split its batch."""
+        """Train ``config``; with nproc > 1, as nproc torchrun processes that split its batch
+        (``extra``: overrides, after the pipeline's own)."""
         launcher, split = [sys.executable], []
         if self.nproc > 1:
             batch = int(load_recipe(config).dataset.batch_size)
@@ -142,7 +196,8 @@ class Pipeline:
     def stages(self):
         prior = [("VQGAN prior (retrained, tiny f8, 256 codes)", self.train_prior)] if self.retrain_prior else []
         return prior + [
-            ("step 1-1 (rate-distortion warm-up)", lambda: self.train("config/quickstart/stage1_1.yaml")),
+            ("step 1-1 (rate-distortion warm-up, " + ("trained)" if self.retrain_warmup else "shipped, installed)"),
+             self.warmup_step),
             ("step 1-2 (dual-beta rate-distortion)", lambda: self.train("config/quickstart/stage1_2.yaml")),
             ("step 1-3 (dual-beta GAN)", lambda: self.train("config/quickstart/stage1_3.yaml")),
             ("validation crop set", self.build_valset),
@@ -175,6 +230,19 @@ class Pipeline:
         last = PRIOR_CONFIGS[-1]
         export_prior(checkpoint_path(self.ckpt, Path(last).stem, total_iter_of(last)), self.prior)
 
+    def warmup_step(self) -> None:
+        """Step 1-1: with --retrain_warmup trained here (into ``warmup_checkpoint/``) and exported as
+        shipped; then, either way, the exported weights installed where step 1-2 loads them (so step
+        1-2 starts from float16-rounded weights in both cases)."""
+        from src.utils.checkpoint import checkpoint_path
+
+        it = total_iter_of(WARMUP_CONFIG)
+        if self.retrain_warmup:
+            trained = self.work / "warmup_checkpoint"
+            self.train(WARMUP_CONFIG, f"ckpt_dir={trained}")
+            export_warmup(checkpoint_path(trained, "stage1_1", it), self.warmup, self.prior)
+        install_warmup(self.warmup, self.prior, checkpoint_path(self.ckpt, "stage1_1", it))
+
     def build_valset(self) -> None:
         """Validation crops of VAL_CROP px of the full-size photos (each photo cut into VAL_TILES x
         VAL_TILES tiles, one seeded crop per tile). 256 px, larger than the training crops: the rates
@@ -201,7 +269,7 @@ class Pipeline:
 
     def targets(self) -> list:
         """Three bitrates spread (log scale) over the rates the toy model reaches on the validation
-        crops: from the lowest bpp at beta_rate 3 to the highest at beta_rate 0 over the beta_vq
+        crops: from the lowest bpp at beta_rate max to the highest at beta_rate 0 over the beta_vq
         candidates. Each beta_vq reaches a band of that range (a higher beta_vq costs more bits);
         beta selection compares the candidates whose search reached a target."""
         from src.models.codec.loading import load_codec
@@ -211,9 +279,10 @@ class Pipeline:
         model, _ = load_codec(ROOT / "config/quickstart/stage1_3.yaml", self.model_of("stage1_3"), "cpu",
                               [f"subnet.vq_model.ckpt_path={self.prior}"])
         val = load_val_set(self.valset)
-        bands = {vq: ModelRateFunction(model, val, vq, 8)([3.0, 0.0]) for vq in BETA_VQ}
+        top = max_beta_rate()
+        bands = {vq: ModelRateFunction(model, val, vq, 8)([top, 0.0]) for vq in BETA_VQ}
         for vq, (low, high) in bands.items():
-            print(f"      reachable rate at beta_vq {vq}: {low:.4f} (beta_rate 3) .. {high:.4f} bpp (beta_rate 0)",
+            print(f"      reachable rate at beta_vq {vq}: {low:.4f} (beta_rate {top:g}) .. {high:.4f} bpp (beta_rate 0)",
                   flush=True)
         return targets_over_bands(bands)
 
@@ -222,7 +291,7 @@ class Pipeline:
         (self.work / "targets.json").write_text(json.dumps(targets))
         self.run([sys.executable, "scripts/binary_rate_search.py", "config/quickstart/stage1_3.yaml", "--model_path",
                   self.model_of("stage1_3"), "--save_dir", self.work / "bin_search", "--dataset_root", self.valset,
-                  "--batch_size", "8", "--max_beta_rate", "3.0", "--beta_vq", *BETA_VQ, "--target_rate", *targets,
+                  "--batch_size", "8", "--max_beta_rate", max_beta_rate(), "--beta_vq", *BETA_VQ, "--target_rate", *targets,
                   "--error_delta", round(0.01 * min(targets), 5), "-d", self.device, *self.vq_opt()])
 
     def beta_selection(self) -> None:
@@ -298,6 +367,14 @@ def total_iter_of(config: str) -> int:
     return int(load_recipe(config).total_iter)
 
 
+def max_beta_rate() -> float:
+    """The top of the toy model's beta_rate range (config/_base_/quickstart_beta_range.yaml)."""
+    from src.models.codec.betas import BetaSpace
+
+    cfg = load_recipe("config/quickstart/stage1_3.yaml")
+    return BetaSpace.from_config(cfg.model, cfg.subnet).max_rate
+
+
 FULL = """# The same pipeline at full size (see README "Training DC-VIC"); set dataset paths first.
 python scripts/train.py config/exp1_stage1_1.yaml -d cuda          # or: torchrun --nproc_per_node=8 scripts/train.py ...
 python scripts/train.py config/exp1_stage1_2.yaml -d cuda
@@ -328,6 +405,9 @@ def main(argv=None) -> int:
     p.add_argument("--retrain_prior", action="store_true",
                    help=f"train the toy VQGAN prior ({' then '.join(PRIOR_CONFIGS)}) instead of using the shipped "
                         f"{SHIPPED_PRIOR.relative_to(ROOT)}; writes <work_dir>/quickstart_vqgan_prior.pth")
+    p.add_argument("--retrain_warmup", action="store_true",
+                   help=f"train step 1-1 ({WARMUP_CONFIG}) instead of installing the shipped "
+                        f"{SHIPPED_WARMUP.relative_to(ROOT)}; writes <work_dir>/quickstart_dcvic_warmup.pth")
     p.add_argument("--nproc", type=int, default=None,
                    help="training processes (torchrun, data-parallel; each gets batch / nproc crops) and coding "
                         "threads; default: 2 on a CPU with at least 2 cores, else 1")
@@ -336,10 +416,12 @@ def main(argv=None) -> int:
         print(FULL)
         return 0
     nproc = args.nproc if args.nproc is not None else (default_nproc() if args.device == "cpu" else 1)
-    pipe = Pipeline(Path(args.work_dir).resolve(), args.device, args.retrain_prior, nproc)
-    if not args.retrain_prior and not SHIPPED_PRIOR.is_file():
-        raise SystemExit(f"the toy VQGAN prior {SHIPPED_PRIOR} is missing (it ships with the repository); "
-                         "restore it (git checkout) or pass --retrain_prior")
+    pipe = Pipeline(Path(args.work_dir).resolve(), args.device, args.retrain_prior, nproc, args.retrain_warmup)
+    for shipped, flag, needed in ((SHIPPED_PRIOR, "--retrain_prior", not args.retrain_prior),
+                                  (SHIPPED_WARMUP, "--retrain_warmup", not pipe.retrain_warmup)):
+        if needed and not shipped.is_file():
+            raise SystemExit(f"{shipped} is missing (it ships with the repository): restore it (git checkout) "
+                             f"or pass {flag}")
     stages = pipe.stages()
     start = time.perf_counter()
     for i, (name, action) in enumerate(stages, 1):

@@ -137,3 +137,63 @@ def test_training_runs_as_nproc_processes_that_split_the_batch(tmp_path, monkeyp
         odd.train(config)
     with pytest.raises(SystemExit, match="at least 1"):
         qs.Pipeline(tmp_path, "cpu", nproc=0)
+
+
+def fake_warmup_checkpoint(path, it=7):
+    """A training checkpoint with the key layout of step 1-1 (a frozen VQGAN among the weights)."""
+    torch.manual_seed(0)
+    sd = {"encoder.w": torch.randn(3, 4), "entropy_model_y._offset": torch.arange(3, dtype=torch.int32),
+          "vq_model.decoder.w": torch.randn(2)}
+    torch.save({"comp_model": sd, "iter": it, "optimizers": {}}, path)
+    return sd
+
+
+def test_exported_warmup_installs_as_the_checkpoint_step_1_2_loads(tmp_path):
+    from src.utils.checkpoint import load_file
+
+    sd = fake_warmup_checkpoint(tmp_path / "train.pth.tar")
+    prior = tmp_path / "prior.pth"
+    prior.write_bytes(b"prior weights")
+    qs.export_warmup(tmp_path / "train.pth.tar", tmp_path / "warmup.pth", prior)
+    shipped = torch.load(tmp_path / "warmup.pth", weights_only=True)
+    assert set(shipped["comp_model"]) == {"encoder.w", "entropy_model_y._offset"}     # no VQGAN: the prior has it
+    assert shipped["comp_model"]["encoder.w"].dtype == torch.float16
+
+    dst = tmp_path / "ckpt" / "stage1_1" / "model" / "iter.pth.tar"
+    dst.parent.mkdir(parents=True)
+    assert qs.install_warmup(tmp_path / "warmup.pth", prior, dst) == 7
+    installed = load_file(dst)["comp_model"]
+    assert torch.equal(installed["encoder.w"], sd["encoder.w"].half().float())
+    assert torch.equal(installed["entropy_model_y._offset"], sd["entropy_model_y._offset"])
+
+
+def test_a_warmup_is_refused_for_another_recipe_or_prior(tmp_path, monkeypatch):
+    fake_warmup_checkpoint(tmp_path / "train.pth.tar")
+    prior = tmp_path / "prior.pth"
+    prior.write_bytes(b"prior weights")
+    qs.export_warmup(tmp_path / "train.pth.tar", tmp_path / "warmup.pth", prior)
+    dst = tmp_path / "installed.pth.tar"
+
+    other = tmp_path / "other_prior.pth"
+    other.write_bytes(b"other weights")
+    with pytest.raises(SystemExit, match="another VQGAN prior"):
+        qs.install_warmup(tmp_path / "warmup.pth", other, dst)
+
+    recipe = qs.load_recipe(qs.WARMUP_CONFIG)
+    recipe.total_iter = recipe.total_iter + 1
+    monkeypatch.setattr(qs, "load_recipe", lambda config: recipe)
+    with pytest.raises(SystemExit, match="differing keys: total_iter.*--retrain_warmup"):
+        qs.install_warmup(tmp_path / "warmup.pth", prior, dst)
+    assert not dst.exists()
+
+
+def test_shipped_warmup_matches_its_recipe_and_loads_strictly(tmp_path):
+    """The shipped step 1-1 was trained from the current stage1_1.yaml on the shipped prior (a
+    changed config is refused at install: re-export it with --retrain_warmup), is a small file,
+    and fills the step-1-1 model exactly (the VQGAN coming from the prior)."""
+    from src.models.codec.loading import load_codec
+
+    assert qs.SHIPPED_WARMUP.stat().st_size < 6_000_000
+    dst = tmp_path / "installed.pth.tar"
+    assert qs.install_warmup(qs.SHIPPED_WARMUP, qs.SHIPPED_PRIOR, dst) == qs.total_iter_of(qs.WARMUP_CONFIG)
+    load_codec(qs.ROOT / qs.WARMUP_CONFIG, dst, "cpu", [f"subnet.vq_model.ckpt_path={qs.SHIPPED_PRIOR}"])  # strict
