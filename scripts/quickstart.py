@@ -63,13 +63,18 @@ def file_sha256(path: Path) -> str:
 
 
 def export_warmup(train_ckpt: Path, out: Path, prior: Path) -> None:
-    """Step 1-1's weights from a training checkpoint, as shipped: floating-point tensors in float16,
-    without the frozen VQGAN (``prior`` holds it), with the recipe it was trained from
-    (``WARMUP_CONFIG``, loaded) and the SHA-256 of ``prior``, which ``install_warmup`` checks."""
+    """Step 1-1's weights from a training checkpoint, as shipped: the learned parameters in float16,
+    the buffers as they are (float16 would turn the entropy models' likelihood bound, 1e-9, into 0
+    and round the scale table), without the frozen VQGAN (``prior`` holds it), with the recipe it
+    was trained from (``WARMUP_CONFIG``, loaded) and the SHA-256 of ``prior``, which
+    ``install_warmup`` checks."""
+    from src.models.codec.loading import build_codec
     from src.utils.checkpoint import atomic_torch_save, load_file
 
+    recipe = load_recipe(WARMUP_CONFIG, [f"subnet.vq_model.ckpt_path={prior}"])
+    learned = {name for name, _ in build_codec(recipe).named_parameters()}
     ckpt = load_file(train_ckpt)
-    sd = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["comp_model"].items()
+    sd = {k: v.half() if k in learned else v for k, v in ckpt["comp_model"].items()
           if not k.startswith("vq_model.")}
     atomic_torch_save({"comp_model": sd, "iter": int(ckpt["iter"]), "recipe": load_recipe(WARMUP_CONFIG).to_dict(),
                        "prior_sha256": file_sha256(prior)}, out)
@@ -86,6 +91,8 @@ def install_warmup(exported: Path, prior: Path, dst: Path) -> int:
     """An exported step 1-1 (``export_warmup``) as the training checkpoint ``dst`` that step 1-2
     loads (float32 again; the VQGAN comes from the prior when the model is built). Refused when the
     current ``WARMUP_CONFIG`` or ``prior`` is not the one it was trained with. Returns its iteration."""
+    import torch
+
     from src.utils.checkpoint import atomic_torch_save, load_file
 
     payload = load_file(exported)
@@ -97,7 +104,7 @@ def install_warmup(exported: Path, prior: Path, dst: Path) -> int:
                          f"{', '.join(changed[:6])}{', ...' if len(changed) > 6 else ''}): pass --retrain_warmup")
     if payload["prior_sha256"] != file_sha256(prior):
         raise SystemExit(f"{exported} was trained on another VQGAN prior than {prior}: pass --retrain_warmup")
-    sd = {k: v.float() if v.is_floating_point() else v for k, v in payload["comp_model"].items()}
+    sd = {k: v.float() if v.dtype == torch.float16 else v for k, v in payload["comp_model"].items()}
     atomic_torch_save({"comp_model": sd, "iter": payload["iter"], "config": recipe}, dst)
     return int(payload["iter"])
 
@@ -356,11 +363,11 @@ class Pipeline:
         return df[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}")
 
 
-def load_recipe(config: str):
-    """A quickstart config (path relative to the repository), loaded."""
+def load_recipe(config: str, overrides=()):
+    """A quickstart config (path relative to the repository), loaded (with ``overrides``)."""
     from src.utils.config import load_config
 
-    return load_config(ROOT / config)
+    return load_config(ROOT / config, list(overrides))
 
 
 def total_iter_of(config: str) -> int:

@@ -140,42 +140,47 @@ def test_training_runs_as_nproc_processes_that_split_the_batch(tmp_path, monkeyp
 
 
 def fake_warmup_checkpoint(path, it=7):
-    """A training checkpoint with the key layout of step 1-1 (a frozen VQGAN among the weights)."""
+    """A training checkpoint of the step-1-1 model (randomly initialised, seeded) -> its state dict."""
+    from src.models.codec.loading import build_codec
+
     torch.manual_seed(0)
-    sd = {"encoder.w": torch.randn(3, 4), "entropy_model_y._offset": torch.arange(3, dtype=torch.int32),
-          "vq_model.decoder.w": torch.randn(2)}
+    sd = build_codec(qs.load_recipe(qs.WARMUP_CONFIG, [f"subnet.vq_model.ckpt_path={qs.SHIPPED_PRIOR}"])).state_dict()
     torch.save({"comp_model": sd, "iter": it, "optimizers": {}}, path)
     return sd
 
 
+BOUND = "entropy_model_z.likelihood_lower_bound.bound"      # a constant buffer: 1e-9, 0 in float16
+
+
 def test_exported_warmup_installs_as_the_checkpoint_step_1_2_loads(tmp_path):
+    """Learned parameters travel in float16; buffers (likelihood bounds, the scale table, the coder's
+    tables) and their values are kept; the VQGAN is left to the prior."""
     from src.utils.checkpoint import load_file
 
     sd = fake_warmup_checkpoint(tmp_path / "train.pth.tar")
-    prior = tmp_path / "prior.pth"
-    prior.write_bytes(b"prior weights")
-    qs.export_warmup(tmp_path / "train.pth.tar", tmp_path / "warmup.pth", prior)
-    shipped = torch.load(tmp_path / "warmup.pth", weights_only=True)
-    assert set(shipped["comp_model"]) == {"encoder.w", "entropy_model_y._offset"}     # no VQGAN: the prior has it
-    assert shipped["comp_model"]["encoder.w"].dtype == torch.float16
+    qs.export_warmup(tmp_path / "train.pth.tar", tmp_path / "warmup.pth", qs.SHIPPED_PRIOR)
+    shipped = torch.load(tmp_path / "warmup.pth", weights_only=True)["comp_model"]
+    assert not any(k.startswith("vq_model.") for k in shipped) and any(k.startswith("vq_model.") for k in sd)
+    weight = next(k for k in shipped if k.endswith(".weight"))
+    assert shipped[weight].dtype == torch.float16
+    assert shipped[BOUND].dtype == torch.float32 and shipped[BOUND].item() == pytest.approx(1e-9)
+    assert torch.equal(shipped["entropy_model_y.scale_table"], sd["entropy_model_y.scale_table"])
 
     dst = tmp_path / "ckpt" / "stage1_1" / "model" / "iter.pth.tar"
-    dst.parent.mkdir(parents=True)
-    assert qs.install_warmup(tmp_path / "warmup.pth", prior, dst) == 7
+    assert qs.install_warmup(tmp_path / "warmup.pth", qs.SHIPPED_PRIOR, dst) == 7
     installed = load_file(dst)["comp_model"]
-    assert torch.equal(installed["encoder.w"], sd["encoder.w"].half().float())
-    assert torch.equal(installed["entropy_model_y._offset"], sd["entropy_model_y._offset"])
+    assert torch.equal(installed[weight], sd[weight].half().float())
+    assert all(torch.equal(installed[k], sd[k]) for k in shipped if shipped[k].dtype != torch.float16)
 
 
 def test_a_warmup_is_refused_for_another_recipe_or_prior(tmp_path, monkeypatch):
     fake_warmup_checkpoint(tmp_path / "train.pth.tar")
-    prior = tmp_path / "prior.pth"
-    prior.write_bytes(b"prior weights")
+    prior = qs.SHIPPED_PRIOR
     qs.export_warmup(tmp_path / "train.pth.tar", tmp_path / "warmup.pth", prior)
     dst = tmp_path / "installed.pth.tar"
 
     other = tmp_path / "other_prior.pth"
-    other.write_bytes(b"other weights")
+    other.write_bytes(prior.read_bytes() + b"\0")
     with pytest.raises(SystemExit, match="another VQGAN prior"):
         qs.install_warmup(tmp_path / "warmup.pth", other, dst)
 
@@ -190,10 +195,22 @@ def test_a_warmup_is_refused_for_another_recipe_or_prior(tmp_path, monkeypatch):
 def test_shipped_warmup_matches_its_recipe_and_loads_strictly(tmp_path):
     """The shipped step 1-1 was trained from the current stage1_1.yaml on the shipped prior (a
     changed config is refused at install: re-export it with --retrain_warmup), is a small file,
-    and fills the step-1-1 model exactly (the VQGAN coming from the prior)."""
+    and fills the step-1-1 model exactly (the VQGAN coming from the prior), buffers included (a first
+    export in float16 had turned the likelihood bound 1e-9 into 0, and the quickstart's estimated
+    bpp into inf)."""
     from src.models.codec.loading import load_codec
 
     assert qs.SHIPPED_WARMUP.stat().st_size < 6_000_000
     dst = tmp_path / "installed.pth.tar"
     assert qs.install_warmup(qs.SHIPPED_WARMUP, qs.SHIPPED_PRIOR, dst) == qs.total_iter_of(qs.WARMUP_CONFIG)
-    load_codec(qs.ROOT / qs.WARMUP_CONFIG, dst, "cpu", [f"subnet.vq_model.ckpt_path={qs.SHIPPED_PRIOR}"])  # strict
+    model, _ = load_codec(qs.ROOT / qs.WARMUP_CONFIG, dst, "cpu",
+                          [f"subnet.vq_model.ckpt_path={qs.SHIPPED_PRIOR}"])          # strict
+    # the entropy models' constant buffers (likelihood bounds among them) are those of a new model
+    from src.models.codec.convert import CONSTANT_BUFFER_SUFFIXES
+    from src.models.codec.loading import build_codec
+
+    fresh = build_codec(qs.load_recipe(qs.WARMUP_CONFIG, [f"subnet.vq_model.ckpt_path={qs.SHIPPED_PRIOR}"]))
+    constants = {k: v for k, v in fresh.state_dict().items() if k.endswith(CONSTANT_BUFFER_SUFFIXES)}
+    assert BOUND in constants
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in constants.items()), \
+        {k: model.state_dict()[k] for k in constants}
