@@ -4,6 +4,7 @@ import json
 import pytest
 
 import scripts.diagnose_rate_control as diag
+from src.utils.config import load_config
 
 
 def test_probe_reports_consistent_rates(tmp_path, capsys):
@@ -11,7 +12,8 @@ def test_probe_reports_consistent_rates(tmp_path, capsys):
                       "subnet.vq_model.ckpt_path=null", "dataset.batch_size=2"]) == 0
     res = json.loads((tmp_path / "rate_control.json").read_text())
     pts = res["points"]
-    assert [p["beta_rate"] for p in pts] == [0.0, 0.75, 1.5, 2.25, 3.0]
+    top = load_config(diag.ROOT / "config" / "quickstart" / "stage1_2.yaml").subnet.encoder.max_beta_1
+    assert [p["beta_rate"] for p in pts] == [top * k / 4 for k in range(5)]        # 0 .. the config's maximum
     for p in pts:
         assert p["bpp"] == pytest.approx(p["bpp_y"] + p["bpp_z"], rel=1e-5) and 0 <= p["vq_acc"] <= 1
     bpps = [p["bpp"] for p in pts]

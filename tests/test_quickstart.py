@@ -214,3 +214,32 @@ def test_shipped_warmup_matches_its_recipe_and_loads_strictly(tmp_path):
     assert BOUND in constants
     assert all(torch.equal(model.state_dict()[k], v) for k, v in constants.items()), \
         {k: model.state_dict()[k] for k in constants}
+
+
+def test_retrained_warmup_is_exported_then_installed_like_the_shipped_one(tmp_path, monkeypatch):
+    """--retrain_warmup: step 1-1 trains into warmup_checkpoint/, is exported next to the work dir's
+    other outputs and installed where step 1-2 loads it; without it, the shipped file is installed."""
+    from src.utils.checkpoint import checkpoint_path, load_file
+
+    it = qs.total_iter_of(qs.WARMUP_CONFIG)
+    pipe = qs.Pipeline(tmp_path, "cpu", retrain_warmup=True)
+    trained = []
+
+    def train(config, *extra):                  # what scripts/train.py would leave behind
+        trained.append((config, extra))
+        path = checkpoint_path(tmp_path / "warmup_checkpoint", "stage1_1", it)
+        path.parent.mkdir(parents=True)
+        fake_warmup_checkpoint(path, it=it)
+
+    monkeypatch.setattr(pipe, "train", train)
+    pipe.warmup_step()
+    assert trained == [(qs.WARMUP_CONFIG, (f"ckpt_dir={tmp_path / 'warmup_checkpoint'}",))]
+    assert pipe.warmup == tmp_path / "quickstart_dcvic_warmup.pth" and pipe.warmup.is_file()
+    installed = checkpoint_path(pipe.ckpt, "stage1_1", it)
+    assert load_file(installed)["iter"] == it
+
+    shipped = qs.Pipeline(tmp_path / "other", "cpu")
+    assert shipped.warmup == qs.SHIPPED_WARMUP and qs.Pipeline(tmp_path, "cpu", retrain_prior=True).retrain_warmup
+    monkeypatch.setattr(shipped, "train", lambda *a: pytest.fail("the shipped step 1-1 is not trained again"))
+    shipped.warmup_step()
+    assert checkpoint_path(shipped.ckpt, "stage1_1", it).is_file()
