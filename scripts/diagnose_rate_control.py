@@ -1,7 +1,7 @@
 """Does beta_rate control the rate? A short step-1-2 training and a rate-vs-beta_rate probe.
 
     python scripts/diagnose_rate_control.py --opt subnet.vq_model.ckpt_path=null    # random VQGAN, from scratch
-    python scripts/diagnose_rate_control.py --warmup_steps 240 --steps 160 --threads 1   # the recipe at the tests' budget
+    python scripts/diagnose_rate_control.py --warmup_steps 240 --steps 160 --threads 1   # an earlier toy recipe (README)
 
 Trains a config's step-1-2 model on four of the bundled photos (from scratch, or, with
 ``--warmup_steps``, from a step-1-1 model trained first, as the pipeline does; the shipped toy
